@@ -1,0 +1,44 @@
+"""The root `umt` command: registers every sub-command; `main()` is the console entry point."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from umt_cli import __version__
+from umt_cli.cli import prepare_data, quickstart, recipe
+
+app = typer.Typer(
+    name="umt",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Unmasked Teacher video foundation models: prepare data, distill, pre-train, evaluate, export.",
+)
+app.add_typer(prepare_data.app, name="prepare-data")
+app.add_typer(recipe.app, name="recipe")
+app.command("quickstart")(quickstart.quickstart)
+
+COMMANDS = ("prepare-data", "recipe", "quickstart")
+"""Every top-level command; a test checks the registered commands against this list."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"umt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Unmasked Teacher video foundation models: prepare data, distill, pre-train, evaluate, export."""
+
+
+def main() -> None:
+    """Console entry point (`umt`, `python -m umt_cli`)."""
+    app()

@@ -1,0 +1,80 @@
+"""`umt recipe ls | show | validate | cp`: browse, explain, check and copy recipes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from umt_cli.cli._common import guard, recipe_table
+from umt_cli.errors import UsageError
+from umt_cli.recipe.catalog import resolve_recipe, shipped_recipes
+from umt_cli.recipe.load import apply_overrides, validate_recipe
+
+app = typer.Typer(no_args_is_help=True, help="Browse, explain, check and copy recipes.")
+
+Overrides = Annotated[list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", help="Overrides, e.g. run.seed=1.")]
+RecipeArg = Annotated[str, typer.Argument(help="A recipe file, or a shipped recipe name from `umt recipe ls`.")]
+
+
+@app.command("ls")
+@guard
+def ls() -> None:
+    """List the shipped recipes with their stage and first comment line."""
+    for name, path in shipped_recipes().items():
+        header = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        stage = _stage_of(path)
+        typer.echo(f"{name:<28} {stage:<13} {header}")
+
+
+def _stage_of(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "stage":
+            return value.strip().strip("\"'")
+    return "?"
+
+
+@app.command("show")
+@guard
+def show(
+    recipe: RecipeArg,
+    overrides: Overrides = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Every key with its default and help text.")] = False,
+) -> None:
+    """Print a recipe; with --explain, the fully resolved recipe with each key's help text."""
+    if not explain and not overrides:
+        typer.echo(resolve_recipe(recipe).read_text(), nl=False)
+        return
+    from umt_cli.recipe.render import render_toml
+
+    table, source = recipe_table(recipe)
+    typer.echo(render_toml(validate_recipe(apply_overrides(table, overrides or []), source), explain=explain), nl=False)
+
+
+@app.command("validate")
+@guard
+def validate(recipe: RecipeArg, overrides: Overrides = None) -> None:
+    """Check a recipe (with overrides); exit 2 and list every problem by its dotted key if it is invalid."""
+    table, source = recipe_table(recipe)
+    parsed = validate_recipe(apply_overrides(table, overrides or []), source)
+    typer.echo(f"ok: {source} (stage = {parsed.stage!r}, schema_version = {parsed.schema_version})")
+
+
+@app.command("cp")
+@guard
+def cp(
+    recipe: Annotated[str, typer.Argument(help="A shipped recipe name from `umt recipe ls`.")],
+    dest: Annotated[Path, typer.Argument(help="Destination file or folder.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Copy a shipped recipe to edit it."""
+    source = resolve_recipe(recipe)
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists", hint="pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    typer.echo(f"copied {source} -> {target}")

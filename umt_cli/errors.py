@@ -1,0 +1,59 @@
+"""The exceptions the CLI turns into exit codes: `UmtError` exits 1, `RecipeError` (and usage errors) exit 2."""
+
+from __future__ import annotations
+
+__all__ = ["UmtError", "UsageError", "RecipeError", "DataError", "CheckpointError", "exit_code_for"]
+
+
+class UmtError(Exception):
+    """A runtime failure the user can act on; printed as one line (plus an optional hint), exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(UmtError):
+    """Bad command-line usage (missing file, refused directory, malformed override); exit code 2."""
+
+    exit_code = 2
+
+
+class RecipeError(UsageError):
+    """A recipe that does not validate. `problems` holds one (key path, message, given value) triple per problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str, object]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {len(problems)} problem(s)"] + [format_problem(*p) for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(UmtError):
+    """Unusable data: too many bad videos, malformed lists or annotation files."""
+
+
+class CheckpointError(UmtError):
+    """A checkpoint that cannot be loaded as asked (wrong kind, missing or unexpected keys)."""
+
+
+def format_problem(key: str, message: str, value: object) -> str:
+    """One readable line per recipe problem: `key: message (given: value)`."""
+    given = "" if value is _MISSING else f" (given: {value!r})"
+    return f"  {key or '<root>'}: {message}{given}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+MISSING = _MISSING
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The process exit code for an error raised by a command."""
+    return getattr(error, "exit_code", 1)

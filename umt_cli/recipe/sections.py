@@ -1,0 +1,191 @@
+"""One pydantic model per recipe table. The attribute docstrings feed `umt recipe show --explain`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from umt_cli.recipe.base import Section
+
+__all__ = [
+    "DataSection",
+    "DecodeSection",
+    "SparseSampling",
+    "DenseSampling",
+    "IntervalSampling",
+    "Sampling",
+    "MultiScaleCrop",
+    "RandomResizedCrop",
+    "Crop",
+    "AugmentSection",
+    "StudentSection",
+    "AttentionMasking",
+    "TubeMasking",
+    "RandomMasking",
+    "Masking",
+    "RunSection",
+]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class DataSection(Section):
+    """Where the training clips come from and how they are batched."""
+
+    train_list: Path
+    """Training list: one `path,label` line per clip (`path label` also works); paths are relative to `root`."""
+    root: Path = Path(".")
+    """Folder the list's paths are relative to."""
+    batch_size: PositiveInt = 64
+    """Clips per process per step (global batch = batch_size x processes x grad accumulation)."""
+    num_workers: int = Field(8, ge=0)
+    """DataLoader worker processes per training process (each decodes with one thread)."""
+    prefetch_factor: PositiveInt = 2
+    """Batches each worker prepares ahead."""
+    pin_memory: bool = True
+    """Pin host memory for faster copies to the GPU (ignored on CPU)."""
+
+
+class DecodeSection(Section):
+    """Video decoding, and what happens to videos that will not decode."""
+
+    backend: Literal["auto", "decord", "pyav"] = "auto"
+    """Video reader: `auto` uses decord where it is installed, else PyAV."""
+    short_side: PositiveInt | None = None
+    """Downscale while decoding so the shorter side has this many pixels; unset = full resolution (official)."""
+    sample_timeout_s: float = Field(30.0, gt=0)
+    """A clip that takes longer than this to decode is skipped and counted as `timeout`."""
+    max_fail_ratio: float = Field(0.01, ge=0, le=1)
+    """Stop with an error once more than this fraction of the clips drawn in an epoch fail to decode."""
+    max_retries: PositiveInt = 10
+    """Replacement clips tried in a row for one failed clip before giving up on the batch."""
+    loader_timeout_s: float = Field(0.0, ge=0)
+    """DataLoader watchdog: abort when a batch takes longer (catches decoders hung in native code); 0 = off."""
+
+
+class SparseSampling(Section):
+    """TSN sampling: one frame per equal segment; random offset in training, segment middle in evaluation."""
+
+    kind: Literal["sparse"] = "sparse"
+    short_video: Literal["faithful", "pad"] = "faithful"
+    """Videos with fewer frames than needed: `faithful` repeats frame 0 (official), `pad` spreads the frames evenly."""
+
+
+class DenseSampling(Section):
+    """Consecutive frames `stride` apart from a random start."""
+
+    kind: Literal["dense"] = "dense"
+    stride: PositiveInt = 4
+    """Frame step between sampled frames."""
+
+
+class IntervalSampling(Section):
+    """Stage-2 sampling: equal intervals (`linspace` edges); random frame inside each interval in training."""
+
+    kind: Literal["interval"] = "interval"
+
+
+Sampling = Annotated[SparseSampling | DenseSampling | IntervalSampling, Field(discriminator="kind")]
+
+
+class MultiScaleCrop(Section):
+    """The official stage-1 crop: a square-ish crop at one of several scales from 13 fixed offsets."""
+
+    kind: Literal["multiscale_crop"] = "multiscale_crop"
+    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    """Crop side lengths as fractions of the shorter frame side."""
+    max_distort: int = Field(1, ge=0)
+    """Width and height scale indices may differ by at most this much."""
+    fixed_offsets: bool = True
+    """Place crops at the 13 fixed points (corners, centre, edge midpoints, quarter points); else anywhere."""
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> MultiScaleCrop:
+        if not self.scales or any(not 0 < s <= 1 for s in self.scales):
+            raise ValueError("scales must be a non-empty list of numbers in (0, 1]")
+        return self
+
+
+class RandomResizedCrop(Section):
+    """Inception-style crop: random area fraction and aspect ratio, then resize."""
+
+    kind: Literal["random_resized_crop"] = "random_resized_crop"
+    scale: tuple[float, float] = (0.5, 1.0)
+    """Range of the crop's area as a fraction of the frame."""
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """Range of the crop's aspect ratio (width / height)."""
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
+    """Resampling filter for the resize."""
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> RandomResizedCrop:
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError("scale must be (low, high) with 0 < low <= high <= 1")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError("ratio must be (low, high) with 0 < low <= high")
+        return self
+
+
+Crop = Annotated[MultiScaleCrop | RandomResizedCrop, Field(discriminator="kind")]
+
+
+class AugmentSection(Section):
+    """Training augmentation; one crop and one flip decision apply to every frame of a clip."""
+
+    crop: Crop = MultiScaleCrop()
+    """Crop variant (`kind`: multiscale_crop or random_resized_crop)."""
+    flip: bool = True
+    """Horizontal flip with probability 0.5."""
+    normalize: Literal["imagenet", "clip"] = "imagenet"
+    """Pixel normalisation constants (the official student input is ImageNet-normalised)."""
+
+
+class StudentSection(Section):
+    """The video ViT's input geometry (the model itself arrives with stage 1)."""
+
+    num_frames: PositiveInt = 8
+    """Frames sampled per clip."""
+    tubelet: PositiveInt = 1
+    """Frames folded into one token by the patch embedding."""
+    img_size: PositiveInt = 224
+    """Input side length in pixels."""
+    patch_size: PositiveInt = 16
+    """Patch side length in pixels."""
+
+
+class AttentionMasking(Section):
+    """Keep tokens drawn without replacement in proportion to the teacher's CLS attention (official)."""
+
+    kind: Literal["attention"] = "attention"
+    mask_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+    """Fraction of each frame's tokens hidden from the student; visible per frame = HW - int(HW * mask_ratio)."""
+
+
+class TubeMasking(Section):
+    """Keep one random set of spatial positions in every frame."""
+
+    kind: Literal["tube"] = "tube"
+    mask_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+    """Fraction of each frame's tokens hidden; the same positions in all frames."""
+
+
+class RandomMasking(Section):
+    """Keep a uniform random subset of all tokens of the clip."""
+
+    kind: Literal["random"] = "random"
+    mask_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+    """Fraction of the clip's tokens hidden; visible = N - int(N * mask_ratio)."""
+
+
+Masking = Annotated[AttentionMasking | TubeMasking | RandomMasking, Field(discriminator="kind")]
+
+
+class RunSection(Section):
+    """Run-wide settings."""
+
+    seed: int = 0
+    """Seed for every generator of the run (sampling, augmentation, masking)."""
+    epochs: PositiveInt = 1
+    """Passes over the training list."""

@@ -1,0 +1,1 @@
+"""Small helpers shared by stages and data preparation."""
