@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from umt_cli.cli._common import guard
+from umt_cli.cli._common import guard, print_summary
 
 
 @guard
@@ -17,4 +17,4 @@ def quickstart(
     """Prepare the synthetic data set and show decoded, augmented clips (shapes and timing)."""
     from umt_cli.quickstart import run_quickstart
 
-    run_quickstart(out)
+    print_summary("umt quickstart", run_quickstart(out))

@@ -46,6 +46,8 @@ class DataSection(Section):
     """Batches each worker prepares ahead."""
     pin_memory: bool = True
     """Pin host memory for faster copies to the GPU (ignored on CPU)."""
+    min_frames: PositiveInt = 1
+    """Clips with fewer decodable frames are skipped (counted as `short_video`)."""
 
 
 class DecodeSection(Section):

@@ -1,0 +1,62 @@
+"""`umt quickstart`: the built-in default job on CPU. Today: synthetic data -> decoded, augmented training clips.
+
+Later stages (distill, pretrain, evaluate, export) join the chain as they land.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from umt_cli.data.datasets import build_train_dataset
+from umt_cli.data.failures import DataHealth
+from umt_cli.data.loaders import ShardedSampler, build_loader, iterate_epoch
+from umt_cli.data.prepare.synthetic import prepare_synthetic
+from umt_cli.recipe import DistillRecipe, load_recipe
+from umt_cli.recipe.catalog import resolve_recipe
+from umt_cli.recipe.prepare import SyntheticSource
+
+__all__ = ["run_quickstart"]
+
+
+def _synthetic(data: Path, console: Console) -> Path:
+    """Generate the synthetic data set once; reuse it when its manifest says it was made with the same options."""
+    source = SyntheticSource(out=data)
+    manifest = data / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text())["options"] == source.model_dump(mode="json"):
+        console.print(f"[dim]reusing synthetic data in {data}[/dim]")
+        return data
+    console.print(f"generating the synthetic data set in {data} ...")
+    prepare_synthetic(source)
+    return data
+
+
+def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
+    """Prepare data and run the training data pipeline of the quickstart recipe for a few batches."""
+    console = Console()
+    data = _synthetic(out / "data" / "synthetic", console)
+    overrides = [f"data.train_list={data / 'train.csv'}", f"data.root={data}"]
+    recipe = load_recipe(resolve_recipe("quickstart/distill"), overrides, expect=DistillRecipe)
+    dataset = build_train_dataset(recipe)
+    sampler = ShardedSampler(len(dataset), batch_size=recipe.data.batch_size, seed=recipe.run.seed)
+    loader = build_loader(dataset, sampler, num_workers=recipe.data.num_workers)
+    health = DataHealth(max_fail_ratio=recipe.decode.max_fail_ratio)
+    start, shown = time.perf_counter(), 0
+    for batch in iterate_epoch(loader, health):
+        if shown < batches:
+            console.print(f"batch {shown}: video {tuple(batch.video.shape)} {batch.video.dtype}, labels {batch.label.tolist()}")
+        shown += 1
+    elapsed = time.perf_counter() - start
+    summary = {
+        "data": str(data),
+        "recipe": "quickstart/distill",
+        "clips": health.delivered,
+        "clip_shape": list(batch.video.shape[1:]),
+        "clips_per_s": round(health.delivered / elapsed, 1),
+        "data_health": health.line(),
+    }
+    console.print(f"one epoch: {health.delivered} clips in {elapsed:.2f}s ({summary['clips_per_s']} clips/s); {health.line()}")
+    return summary
