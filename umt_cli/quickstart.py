@@ -47,7 +47,9 @@ def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
     start, shown = time.perf_counter(), 0
     for batch in iterate_epoch(loader, health):
         if shown < batches:
-            console.print(f"batch {shown}: video {tuple(batch.video.shape)} {batch.video.dtype}, labels {batch.label.tolist()}")
+            console.print(
+                f"batch {shown}: video {tuple(batch.video.shape)} {batch.video.dtype}, labels {batch.label.tolist()}"
+            )
         shown += 1
     elapsed = time.perf_counter() - start
     summary = {
@@ -58,5 +60,7 @@ def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
         "clips_per_s": round(health.delivered / elapsed, 1),
         "data_health": health.line(),
     }
-    console.print(f"one epoch: {health.delivered} clips in {elapsed:.2f}s ({summary['clips_per_s']} clips/s); {health.line()}")
+    console.print(
+        f"one epoch: {health.delivered} clips in {elapsed:.2f}s ({summary['clips_per_s']} clips/s); {health.line()}"
+    )
     return summary

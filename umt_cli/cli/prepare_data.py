@@ -78,7 +78,9 @@ def kinetics710(
     k700_csv: Annotated[Path | None, typer.Option(help="Kinetics-700 CSV folder or file.")] = None,
     out: Out = None,
     label_map: Annotated[Path | None, typer.Option(help="Class order to impose (one name per line, ...).")] = None,
-    exclude: Annotated[str | None, typer.Option(help="`val+test` (default, leak-free) or `val` (released lists).")] = None,
+    exclude: Annotated[
+        str | None, typer.Option(help="`val+test` (default, leak-free) or `val` (released lists).")
+    ] = None,
     verify: Annotated[bool | None, typer.Option("--verify/--no-verify", help="Probe every video.")] = None,
     resize_short_side: Annotated[int | None, typer.Option(help="Re-encode videos to this short side.")] = None,
     keyframe_interval: Annotated[int | None, typer.Option(help="GOP of re-encoded videos.")] = None,

@@ -36,5 +36,7 @@ class Recipe(Section):
                 f"schema_version {value} is older than this umt's {SCHEMA_VERSION}; see CHANGELOG.md to update it"
             )
         if value > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {value} is newer than this umt understands ({SCHEMA_VERSION}); upgrade umt")
+            raise ValueError(
+                f"schema_version {value} is newer than this umt understands ({SCHEMA_VERSION}); upgrade umt"
+            )
         return value

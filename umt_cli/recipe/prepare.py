@@ -35,7 +35,7 @@ class Kinetics710Source(Section):
     out: Path = Path("data/k710")
     """Output folder for the lists, label files and manifest."""
     exclude: Literal["val+test", "val"] = "val+test"
-    """Drop train ids seen in any val or test CSV (`val+test`, leak-free), or in val only (`val`, the released lists)."""
+    """Drop train ids found in any val or test CSV (`val+test`, leak-free) or in val only (`val`, released lists)."""
     label_map: Path | None = None
     """Class order to impose (e.g. OpenGVLab's label_map_k710.txt, so released heads line up); unset = sorted."""
     verify: bool = False

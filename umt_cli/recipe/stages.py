@@ -46,13 +46,11 @@ class DistillRecipe(Recipe):
         s = self.student
         problems = []
         if s.num_frames % s.tubelet:
-            problems.append(f"student.num_frames ({s.num_frames}) must be a multiple of student.tubelet ({s.tubelet})")
+            problems.append(f"student.num_frames: {s.num_frames} is not a multiple of student.tubelet ({s.tubelet})")
         if s.img_size % s.patch_size:
-            problems.append(
-                f"student.img_size ({s.img_size}) must be a multiple of student.patch_size ({s.patch_size})"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
+            problems.append(f"student.img_size: {s.img_size} is not a multiple of student.patch_size ({s.patch_size})")
+        if problems:  # one "key: problem" line each, so every problem is reported under its own key
+            raise ValueError("\n".join(problems))
         return self
 
 

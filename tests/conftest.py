@@ -1,0 +1,75 @@
+"""Shared fixtures: synthetic H.264 clips written into tmp_path, tiny settings, and a no-network guard."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from umt_cli.data.prepare.encode import write_h264
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+LEVELS = 8  # frame numbers are written in base 8, one digit per horizontal band
+
+
+@pytest.fixture(autouse=True)
+def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests must not touch the network unless marked `network`."""
+    if request.node.get_closest_marker("network"):
+        return
+
+    def guard(self: socket.socket, address: object, *args: object) -> None:
+        if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "localhost", "::1"):
+            raise RuntimeError(f"network access in a test: {address}")
+        return original(self, address, *args)
+
+    original = socket.socket.connect
+    monkeypatch.setattr(socket.socket, "connect", guard)
+
+
+def numbered_frames(count: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames whose index can be read back after lossy coding (`read_frame_number`)."""
+    frames = np.empty((count, height, width, 3), np.uint8)
+    bands = np.array_split(np.arange(height), 3)
+    for i in range(count):
+        digits = [(i // LEVELS**k) % LEVELS for k in range(3)]
+        for band, digit in zip(bands, digits, strict=True):
+            frames[i, band] = 16 + 28 * digit
+    return frames
+
+
+def read_frame_number(frame: np.ndarray) -> int:
+    """Invert `numbered_frames` on a decoded (H, W, 3) frame (any size)."""
+    bands = np.array_split(np.arange(frame.shape[0]), 3)
+    digits = [int(round((frame[band][2:-2].mean() - 16) / 28)) for band in bands]
+    return sum(d * LEVELS**k for k, d in enumerate(digits))
+
+
+@pytest.fixture
+def make_clip(tmp_path: Path):
+    """Write a numbered H.264 clip: make_clip(name, frames=40, gop=None, width=64, height=48) -> path."""
+
+    def make(name: str = "clip.mp4", frames: int = 40, gop: int | None = None, width: int = 64, height: int = 48):
+        path = tmp_path / name
+        write_h264(
+            path, numbered_frames(frames, width, height), fps=25, width=width, height=height, keyframe_interval=gop
+        )
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic data set (8 train / 4 val / 4 test videos of 16 frames at 64x48), made once per session."""
+    from umt_cli.data.prepare.synthetic import prepare_synthetic
+    from umt_cli.recipe.prepare import SyntheticSource
+
+    out = tmp_path_factory.mktemp("synthetic")
+    prepare_synthetic(SyntheticSource(out=out, train=8, val=4, test=4, num_frames=16, width=64, height=48))
+    return out

@@ -1,0 +1,158 @@
+from pathlib import Path
+
+import pytest
+
+from umt_cli.errors import RecipeError, UsageError
+from umt_cli.recipe import DistillRecipe, PrepareDataRecipe, apply_overrides, dump_resolved, load_recipe
+from umt_cli.recipe.load import parse_override, validate_recipe
+
+MINIMAL = """
+schema_version = 1
+stage = "distill"
+[data]
+train_list = "train.csv"
+[masking]
+kind = "attention"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(error: pytest.ExceptionInfo[RecipeError]) -> dict[str, str]:
+    return {key: message for key, message, _ in error.value.problems}
+
+
+def test_minimal_recipe_fills_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    assert isinstance(recipe, DistillRecipe)
+    assert recipe.masking.mask_ratio == 0.8
+    assert recipe.student.num_frames == 8
+    assert recipe.augment.crop.kind == "multiscale_crop"
+
+
+@pytest.mark.parametrize(
+    ("token", "keys", "value"),
+    [
+        ("optim.lr=1e-4", ["optim", "lr"], 1e-4),
+        ("a.b=true", ["a", "b"], True),
+        ("a=[6, 7]", ["a"], [6, 7]),
+        ("data.root=/some/path", ["data", "root"], "/some/path"),
+        ("x='quoted'", ["x"], "quoted"),
+        ("n=3", ["n"], 3),
+    ],
+)
+def test_parse_override_values_are_toml_literals_else_strings(token, keys, value):
+    assert parse_override(token) == (keys, value)
+
+
+@pytest.mark.parametrize("token", ["noequals", "=3", "a..b=1", "~"])
+def test_malformed_overrides_are_usage_errors(token):
+    with pytest.raises(UsageError):
+        parse_override(token)
+
+
+def test_overrides_merge_before_validation_and_tilde_restores_default(tmp_path):
+    table = {"data": {"batch_size": 8}, "student": {"num_frames": 4}}
+    merged = apply_overrides(table, ["data.batch_size=2", "~student.num_frames", "masking.kind=tube"])
+    assert merged == {"data": {"batch_size": 2}, "student": {}, "masking": {"kind": "tube"}}
+    assert table["data"]["batch_size"] == 8  # the input is not mutated
+
+
+def test_override_into_a_value_is_an_error():
+    with pytest.raises(UsageError, match="is a value"):
+        apply_overrides({"data": 3}, ["data.x=1"])
+
+
+def test_three_problems_are_reported_with_their_keys(tmp_path):
+    path = write(tmp_path, MINIMAL + "\n[student]\nnum_frames = 'eight'\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path, ["data.batch_sizee=3", "masking.mask_ratio=1.5"])
+    found = problems(error)
+    assert set(found) == {"data.batch_sizee", "student.num_frames", "masking.mask_ratio"}
+    assert "did you mean data.batch_size" in found["data.batch_sizee"]
+    assert "integer" in found["student.num_frames"]
+    assert "less than 1" in found["masking.mask_ratio"]
+    text = str(error.value)
+    assert "'eight'" in text and "1.5" in text  # the given values are shown
+
+
+def test_unknown_key_far_from_any_field_lists_valid_keys(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["run.zzzzzz=1"])
+    assert "valid keys here: seed, epochs" in problems(error)["run.zzzzzz"]
+
+
+def test_discriminated_union_errors_name_the_key_without_the_tag(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["masking.kind=tube", "masking.mask_ratio=0"])
+    assert list(problems(error)) == ["masking.mask_ratio"]
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["masking.kind=gaussian"])
+    assert "attention" in problems(error)["masking"]
+
+
+def test_cross_field_geometry_checks_name_both_keys(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["student.num_frames=9", "student.tubelet=2", "student.img_size=100"])
+    found = problems(error)
+    assert "not a multiple of student.tubelet" in found["student.num_frames"]
+    assert "not a multiple of student.patch_size" in found["student.img_size"]
+
+
+def test_missing_required_key_and_missing_stage(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, "schema_version = 1\nstage = 'distill'\n"))
+    assert problems(error) == {"data": "missing required key", "masking": "missing required key"}
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, "schema_version = 1\n"))
+    assert "stage" in problems(error)
+
+
+@pytest.mark.parametrize(("version", "words"), [(0, "older"), (2, "newer")])
+def test_schema_version_mismatch_is_explained(tmp_path, version, words):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL.replace("schema_version = 1", f"schema_version = {version}")))
+    assert words in problems(error)["schema_version"]
+
+
+def test_command_refuses_a_recipe_of_another_stage(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), expect=PrepareDataRecipe)
+    assert "prepare-data" in problems(error)["stage"]
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(write(tmp_path, "stage = \n"))
+    with pytest.raises(UsageError, match="not found"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_resolved_recipe_round_trips_with_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["decode.short_side=128", "augment.crop.kind=random_resized_crop"])
+    dump_resolved(recipe, tmp_path / "resolved.toml")
+    again = load_recipe(tmp_path / "resolved.toml")
+    assert again.data.train_list == tmp_path / "train.csv"
+    assert again.model_dump(exclude={"data"}) == recipe.model_dump(exclude={"data"})
+    assert again.data.model_dump(exclude={"train_list", "root"}) == recipe.data.model_dump(
+        exclude={"train_list", "root"}
+    )
+
+
+def test_recipes_are_frozen(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    with pytest.raises(Exception, match="frozen"):
+        recipe.run.seed = 3  # type: ignore[misc]
+
+
+def test_prepare_data_cross_field_error_names_the_table():
+    with pytest.raises(RecipeError) as error:
+        validate_recipe(
+            {"schema_version": 1, "stage": "prepare-data", "source": {"kind": "synthetic", "width": 65}}, "<t>"
+        )
+    assert "even" in problems(error)["source"]
