@@ -1,0 +1,1 @@
+"""Video data: readers, frame samplers, transforms, datasets, loaders and data-set preparation."""

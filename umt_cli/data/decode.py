@@ -1,0 +1,280 @@
+"""Video readers behind one small protocol: `num_frames`, `fps`, `get_batch(indices) -> uint8 (T, H, W, C)`.
+
+Backends: `decord` (also covers decord2, which imports as `decord`) and `pyav`; `auto` picks decord where it imports.
+Readers are opened per sample, inside the DataLoader worker, with one decode thread (decord deadlocks when a reader
+crosses a fork: dmlc/decord#294). Failures raise `DecodeFailure` with a reason the datasets count.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+__all__ = [
+    "DecodeFailure",
+    "ShortRead",
+    "FAILURE_REASONS",
+    "VideoReader",
+    "available_backends",
+    "resolve_backend",
+    "open_video",
+    "read_image",
+    "probe_size",
+    "scaled_size",
+    "clamp_indices",
+]
+
+FAILURE_REASONS = ("missing", "empty", "open_fail", "decode_fail", "short_video", "timeout")
+"""Why a sample can fail; each is counted separately."""
+
+
+class DecodeFailure(Exception):
+    """A video (or image) that cannot be used; `reason` is one of `FAILURE_REASONS`."""
+
+    def __init__(self, reason: str, path: str | Path, detail: str = "") -> None:
+        assert reason in FAILURE_REASONS, reason
+        self.reason, self.path, self.detail = reason, str(path), detail
+        super().__init__(f"{reason}: {path}" + (f" ({detail})" if detail else ""))
+
+
+class ShortRead(DecodeFailure):
+    """Decoding stopped before a wanted frame; `decodable` frames did decode, so the caller may resample within them."""
+
+    def __init__(self, path: str | Path, decodable: int, detail: str = "") -> None:
+        super().__init__("decode_fail", path, detail)
+        self.decodable = decodable
+
+
+class VideoReader(Protocol):
+    """An open video. Frame indices are 0-based in presentation order."""
+
+    num_frames: int
+    fps: float
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames at `indices` (any order, repeats allowed) as uint8 (T, H, W, C) RGB."""
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+def available_backends() -> list[str]:
+    """Installed backends, in the order `auto` tries them."""
+    return [b for b, module in (("decord", "decord"), ("pyav", "av")) if importlib.util.find_spec(module)]
+
+
+def resolve_backend(name: str) -> str:
+    """Map `auto` to the first installed backend; check an explicit one is installed."""
+    available = available_backends()
+    if name == "auto":
+        if not available:
+            raise ImportError("no video backend installed: pip install av (or decord on Linux x86_64)")
+        return available[0]
+    if name not in ("decord", "pyav"):
+        raise ValueError(f"unknown video backend {name!r}; expected auto, decord or pyav")
+    if name not in available:
+        raise ImportError(f"video backend {name!r} is not installed")
+    return name
+
+
+def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to `short_side`, keeping the aspect ratio (even sizes)."""
+    if not short_side or min(width, height) == short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    w, h = (short_side, round(height * scale)) if width <= height else (round(width * scale), short_side)
+    return w + (w % 2), h + (h % 2)
+
+
+def clamp_indices(indices: Sequence[int], num_frames: int) -> list[int]:
+    """Clamp indices into [0, num_frames - 1] (samplers may round past the end of over-reported videos)."""
+    return [min(max(int(i), 0), num_frames - 1) for i in indices]
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise DecodeFailure("missing", path)
+    if path.stat().st_size == 0:
+        raise DecodeFailure("empty", path)
+
+
+def probe_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of a video's first stream, read from its header without decoding."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            ctx = container.streams.video[0].codec_context
+            return ctx.width, ctx.height
+    except (av.FFmpegError, IndexError, OSError) as error:
+        raise DecodeFailure("open_fail", path, str(error)) from None
+
+
+def open_video(path: str | Path, *, backend: str = "auto", short_side: int | None = None) -> VideoReader:
+    """Open a video for frame access; `short_side` downscales while decoding (fewer pixels for later transforms)."""
+    path = Path(path)
+    _check_file(path)
+    name = resolve_backend(backend)
+    reader: VideoReader = DecordReader(path, short_side) if name == "decord" else PyAVReader(path, short_side)
+    if reader.num_frames <= 0:
+        reader.close()
+        raise DecodeFailure("short_video", path, "no frames")
+    return reader
+
+
+def read_image(path: str | Path, *, short_side: int | None = None) -> np.ndarray:
+    """An image as a 1-frame video: uint8 (1, H, W, C) RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            size = scaled_size(*image.size, short_side)
+            if size != image.size:
+                image = image.resize(size, Image.Resampling.BILINEAR)
+            return np.array(image)[None]  # a writable copy (torch refuses read-only arrays)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DecodeFailure("decode_fail", path, str(error)) from None
+
+
+class DecordReader:
+    """decord reader with one thread; a failing read is retried with PyAV, which knows the decodable count."""
+
+    def __init__(self, path: Path, short_side: int | None = None) -> None:
+        import decord
+
+        self.path, self.short_side = path, short_side
+        size = {}
+        if short_side:
+            w, h = scaled_size(*probe_size(path), short_side)
+            size = {"width": w, "height": h}
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
+        except (decord.DECORDError, RuntimeError) as error:
+            raise DecodeFailure("open_fail", path, str(error).splitlines()[0][:200]) from None
+        self.num_frames = len(self._vr)
+        self.fps = float(self._vr.get_avg_fps() or 0.0)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        import decord
+
+        try:
+            return self._vr.get_batch(clamp_indices(indices, self.num_frames)).asnumpy()
+        except (decord.DECORDError, RuntimeError):
+            # Over-reported length or a damaged tail: PyAV indexes the packets really there.
+            with PyAVReader(self.path, self.short_side) as fallback:
+                if max(indices) >= fallback.num_frames:
+                    raise ShortRead(self.path, fallback.num_frames, "the header over-reports frames") from None
+                return fallback.get_batch(indices)
+
+    def close(self) -> None:
+        self._vr = None
+
+    def __enter__(self) -> DecordReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PyAVReader:
+    """PyAV reader: demuxes the packet index once, then seeks to the keyframe before each wanted frame only when
+    that skips decoding, so sparse sampling costs about one GOP per frame instead of the whole file."""
+
+    def __init__(self, path: Path, short_side: int | None = None) -> None:
+        import av
+
+        self.path = path
+        try:
+            self._container = av.open(str(path))
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "SLICE"
+            self._stream.codec_context.thread_count = 1
+            self._pts, keyframe_pts = self._index_packets()
+        except (av.FFmpegError, IndexError, OSError) as error:
+            self.close()
+            raise DecodeFailure("open_fail", path, str(error)) from None
+        self._keyframes = sorted(self._rank(p) for p in keyframe_pts) or [0]
+        self._frames, self._position = None, 0  # decode generator and index of the next frame it yields
+        self.num_frames = len(self._pts)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        ctx = self._stream.codec_context
+        self._size = scaled_size(ctx.width, ctx.height, short_side) if short_side else None
+
+    def _index_packets(self) -> tuple[list[int], list[int]]:
+        """Presentation timestamps of all frames (sorted) and of the keyframes, from packets, without decoding."""
+        pts, keys = [], []
+        for packet in self._container.demux(self._stream):
+            if packet.size and packet.pts is not None:
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        self._container.seek(0, stream=self._stream)
+        return sorted(pts), keys
+
+    def _rank(self, pts: int) -> int:
+        """Frame index of a timestamp (its position in presentation order)."""
+        return bisect.bisect_left(self._pts, pts)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        import av
+
+        wanted = clamp_indices(indices, self.num_frames)
+        frames = self._decode(sorted(set(wanted)), av)  # sorted: a single forward pass over the file
+        return np.stack([frames[i] for i in wanted])
+
+    def _decode(self, targets: list[int], av: object) -> dict[int, np.ndarray]:
+        wanted, out = set(targets), {}
+        for target in targets:
+            keyframe = self._keyframes[bisect.bisect_right(self._keyframes, target) - 1]
+            # Seek only when it skips frames we would otherwise decode and drop, or to go back in the file.
+            if self._frames is None or keyframe > self._position or target < self._position:
+                if keyframe > 0 or self._frames is not None:
+                    self._container.seek(self._pts[keyframe], stream=self._stream, backward=True, any_frame=False)
+                self._frames = self._container.decode(self._stream)  # a paused generator keeps buffered frames
+                self._position = keyframe
+            try:
+                for frame in self._frames:
+                    index = self._rank(frame.pts) if frame.pts is not None else self._position
+                    self._position = index + 1
+                    if index in wanted and index not in out:
+                        out[index] = self._to_array(frame)
+                    if index >= target:
+                        break
+            except av.FFmpegError as error:  # type: ignore[attr-defined]
+                raise ShortRead(self.path, self._position, str(error)) from None
+            if target not in out:  # the stream ended early: truncated, or the header over-reports frames
+                raise ShortRead(self.path, self._position, f"frame {target} of {self.num_frames} not decodable")
+        return out
+
+    def _to_array(self, frame: object) -> np.ndarray:
+        if self._size is None:
+            return frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
+        w, h = self._size
+        return frame.to_ndarray(format="rgb24", width=w, height=h)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+            self._container = None
+
+    def __enter__(self) -> PyAVReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_workers() -> int:
+    """One process per available core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

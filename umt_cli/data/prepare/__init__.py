@@ -1,0 +1,1 @@
+"""Data-set preparation behind `umt prepare-data`: synthetic, kinetics710, video-text."""

@@ -1,0 +1,130 @@
+"""`umt prepare-data synthetic`: a tiny, seeded video-text data set of coloured shapes moving in four directions.
+
+The class label is the direction of motion, which no single frame shows, so a model must use time to classify.
+Each video also has three captions ("a red circle moves to the left", ...) for retrieval and video-text training.
+Output (relative paths throughout):
+    videos/{split}/{split}_{i:04d}.mp4   {split}.csv (`path,label`)   {split}.json ([{"video", "caption": [...]}])
+    classes.txt                          manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from umt_cli.data.prepare.encode import write_h264
+from umt_cli.recipe.prepare import SyntheticSource
+from umt_cli.utils.progress import progress
+
+__all__ = ["COLOURS", "SHAPES", "DIRECTIONS", "VideoSpec", "video_spec", "render_frames", "prepare_synthetic"]
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy) in image coordinates
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """What one synthetic video shows."""
+
+    colour: str
+    shape: str
+    direction: str
+    start: tuple[float, float]  # centre (x, y) in pixels at frame 0
+    radius: float
+    speed: float  # pixels per frame
+
+    @property
+    def label(self) -> int:
+        return list(DIRECTIONS).index(self.direction)
+
+    def captions(self) -> list[str]:
+        where = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}[self.direction]
+        return [
+            f"a {self.colour} {self.shape} moves {where}",
+            f"a {self.shape} that is {self.colour} moving {self.direction}",
+            f"the {self.colour} {self.shape} slides {where} across the frame",
+        ]
+
+
+def video_spec(rng: np.random.Generator, index: int, *, width: int, height: int, num_frames: int) -> VideoSpec:
+    """Draw one video: directions cycle with `index` so every split is balanced; the rest is random."""
+    direction = list(DIRECTIONS)[index % len(DIRECTIONS)]
+    radius = float(rng.uniform(0.12, 0.18) * min(width, height))
+    dx, dy = DIRECTIONS[direction]
+    travel_room = (width if dx else height) - 2 * radius - 2
+    speed = float(rng.uniform(0.5, 0.9) * travel_room / max(num_frames - 1, 1))
+    travel = speed * (num_frames - 1)
+
+    def start_on(axis_len: float, moves: int) -> float:
+        low, high = radius + 1, axis_len - radius - 1
+        if moves > 0:
+            high -= travel
+        elif moves < 0:
+            low += travel
+        return float(rng.uniform(low, max(low, high)))
+
+    return VideoSpec(
+        colour=str(rng.choice(list(COLOURS))),
+        shape=str(rng.choice(SHAPES)),
+        direction=direction,
+        start=(start_on(width, dx), start_on(height, dy)),
+        radius=radius,
+        speed=speed,
+    )
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A static, low-contrast texture, so frames are not flat but the only motion is the shape's."""
+    coarse = rng.integers(30, 80, size=(height // 8 + 1, width // 8 + 1, 1), dtype=np.uint8)
+    return np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)[:height, :width].repeat(3, axis=2)
+
+
+def render_frames(spec: VideoSpec, background: np.ndarray, num_frames: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of the moving shape over `background`."""
+    height, width = background.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    dx, dy = DIRECTIONS[spec.direction]
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        cx, cy = spec.start[0] + dx * spec.speed * t, spec.start[1] + dy * spec.speed * t
+        u, v, r = xs - cx, ys - cy, spec.radius
+        if spec.shape == "circle":
+            inside = u * u + v * v <= r * r
+        elif spec.shape == "square":
+            inside = (np.abs(u) <= r * 0.85) & (np.abs(v) <= r * 0.85)
+        else:  # upward-pointing triangle
+            inside = (v >= -r) & (v <= r) & (np.abs(u) <= (v + r) * 0.6)
+        frames[t] = background
+        frames[t][inside] = COLOURS[spec.colour]
+    return frames
+
+
+def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
+    """Write the data set described by `source`; returns a summary. The same seed writes the same files."""
+    out = Path(source.out)
+    sizes = {"train": source.train, "val": source.val, "test": source.test}
+    counts: dict[str, int] = {}
+    with progress("synthetic videos", sum(sizes.values())) as bar:
+        for split_id, split in enumerate(SPLITS):
+            rows, annotations = [], []
+            for i in range(sizes[split]):
+                rng = np.random.default_rng([source.seed, split_id, i])
+                spec = video_spec(rng, i, width=source.width, height=source.height, num_frames=source.num_frames)
+                rel = f"videos/{split}/{split}_{i:04d}.mp4"
+                frames = render_frames(spec, _background(rng, source.width, source.height), source.num_frames)
+                write_h264(out / rel, frames, fps=source.fps, width=source.width, height=source.height)
+                rows.append(f"{rel},{spec.label}")
+                annotations.append({"video": rel, "caption": spec.captions(), "label": spec.label})
+                bar.advance()
+            (out / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+            (out / f"{split}.json").write_text(json.dumps(annotations, indent=1) + "\n", encoding="utf-8")
+            counts[split] = len(rows)
+    (out / "classes.txt").write_text("\n".join(f"moving {d}" for d in DIRECTIONS) + "\n", encoding="utf-8")
+    manifest = {"kind": "synthetic", "options": source.model_dump(mode="json"), "videos": counts, "classes": 4}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return {"out": str(out), "videos": counts, "classes": len(DIRECTIONS)}
