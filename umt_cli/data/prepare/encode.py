@@ -53,6 +53,9 @@ def write_h264(
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for frame in frames:
                 video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                # Convert to yuv420p ourselves: the encoder's implicit conversion made outputs differ between runs.
+                video_frame = video_frame.reformat(format="yuv420p")
+                video_frame.pts = count
                 container.mux(stream.encode(video_frame))
                 count += 1
             container.mux(stream.encode(None))
