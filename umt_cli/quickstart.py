@@ -38,7 +38,7 @@ def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
     """Prepare data and run the training data pipeline of the quickstart recipe for a few batches."""
     console = Console()
     data = _synthetic(out / "data" / "synthetic", console)
-    overrides = [f"data.train_list={data / 'train.csv'}", f"data.root={data}"]
+    overrides = [f"data.train_list={data / 'train.csv'}"]  # paths in the list are relative to its folder
     recipe = load_recipe(resolve_recipe("quickstart/distill"), overrides, expect=DistillRecipe)
     dataset = build_train_dataset(recipe)
     sampler = ShardedSampler(len(dataset), batch_size=recipe.data.batch_size, seed=recipe.run.seed)

@@ -195,3 +195,14 @@ def test_build_train_dataset_from_the_quickstart_recipe(synthetic_dir):
     dataset = build_train_dataset(recipe)
     assert len(dataset) == 8
     assert dataset[3].video.shape == (3, 4, 32, 32)
+
+
+def test_list_root_prefers_the_recipe_then_the_recorded_root_then_the_lists_folder(tmp_path):
+    from umt_cli.data.datasets import list_root
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    assert list_root(lists / "train.csv", tmp_path / "given") == tmp_path / "given"
+    assert list_root(lists / "train.csv", None) == lists
+    (lists / "videos_root.txt").write_text(f"{tmp_path / 'videos'}\n")
+    assert list_root(lists / "train.csv", None) == tmp_path / "videos"

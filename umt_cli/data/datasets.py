@@ -37,6 +37,8 @@ __all__ = [
     "ClipLoader",
     "VideoListDataset",
     "VideoTextDataset",
+    "list_root",
+    "build_train_dataset",
 ]
 
 ClipTransform = Callable[[np.ndarray, torch.Generator], torch.Tensor]
@@ -267,6 +269,17 @@ class VideoTextDataset(_RobustDataset):
         return VideoTextSample(video, entry.captions[caption_index], media_index, entry.is_image, index, failures)
 
 
+def list_root(list_file: str | Path, root: str | Path | None) -> Path:
+    """The folder a list's paths are relative to: `root` if given, else the folder named in `videos_root.txt` beside
+    the list (what `prepare-data kinetics710` records), else the list's own folder."""
+    if root is not None:
+        return Path(root)
+    recorded = Path(list_file).parent / "videos_root.txt"
+    if recorded.is_file():
+        return Path(recorded.read_text(encoding="utf-8").strip())
+    return Path(list_file).parent
+
+
 def build_train_dataset(recipe: object, *, status_dir: str | None = None) -> VideoListDataset:
     """The training clips of a distill recipe (`[data]`, `[decode]`, `[sampling]`, `[augment]`, `[student]`)."""
     from umt_cli.data.sampling import build_frame_sampler
@@ -284,7 +297,7 @@ def build_train_dataset(recipe: object, *, status_dir: str | None = None) -> Vid
     transform = build_train_transform(recipe.augment, student.img_size)  # type: ignore[attr-defined]
     return VideoListDataset(
         data.train_list,
-        data.root,
+        list_root(data.train_list, data.root),
         loader=loader,
         transform=transform,
         seed=recipe.run.seed,  # type: ignore[attr-defined]

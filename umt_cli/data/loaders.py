@@ -164,7 +164,7 @@ def iterate_epoch(
     health.check(final=True)
 
 
-_HANG_HINT = "the file likely hangs the decoder; drop it from the list (`umt prepare-data ... --verify` finds such files)"
+_HANG_HINT = "the file likely hangs the decoder; drop it from the list (`umt prepare-data --verify` finds such files)"
 
 
 def _decoding(status_dir: str | Path | None) -> str:

@@ -36,8 +36,9 @@ class DataSection(Section):
 
     train_list: Path
     """Training list: one `path,label` line per clip (`path label` also works); paths are relative to `root`."""
-    root: Path = Path(".")
-    """Folder the list's paths are relative to."""
+    root: Path | None = None
+    """Folder the list's paths are relative to; unset = the folder named in `videos_root.txt` beside the list (as
+    `umt prepare-data kinetics710` writes it), else the list's own folder."""
     batch_size: PositiveInt = 64
     """Clips per process per step (global batch = batch_size x processes x grad accumulation)."""
     num_workers: int = Field(8, ge=0)
