@@ -52,13 +52,19 @@ def read_frame_number(frame: np.ndarray) -> int:
 
 @pytest.fixture
 def make_clip(tmp_path: Path):
-    """Write a numbered H.264 clip: make_clip(name, frames=40, gop=None, width=64, height=48) -> path."""
+    """Write a numbered H.264 clip: make_clip(name, frames=40, gop=None, width=64, height=48, preset) -> path."""
 
-    def make(name: str = "clip.mp4", frames: int = 40, gop: int | None = None, width: int = 64, height: int = 48):
+    def make(
+        name: str = "clip.mp4",
+        frames: int = 40,
+        gop: int | None = None,
+        width: int = 64,
+        height: int = 48,
+        preset: str = "veryfast",
+    ) -> Path:
         path = tmp_path / name
-        write_h264(
-            path, numbered_frames(frames, width, height), fps=25, width=width, height=height, keyframe_interval=gop
-        )
+        frames_ = numbered_frames(frames, width, height)
+        write_h264(path, frames_, fps=25, width=width, height=height, keyframe_interval=gop, preset=preset)
         return path
 
     return make

@@ -46,11 +46,12 @@ def test_backends_decode_identical_pixels(make_clip):
     assert np.array_equal(a, b)
 
 
-def test_pyav_seeking_equals_sequential_decoding(make_clip):
-    """Keyframe seeks must land on exactly the frames a full sequential decode gives."""
+@pytest.mark.parametrize(("gop", "preset"), [(8, "veryfast"), (None, "medium"), (16, "medium")])
+def test_pyav_seeking_equals_sequential_decoding(make_clip, gop, preset):
+    """Keyframe seeks and skipped non-reference frames must leave exactly the frames a full decode gives."""
     import av
 
-    path = make_clip(frames=64, gop=8)
+    path = make_clip(frames=64, gop=gop, preset=preset)
     with av.open(str(path)) as container:
         everything = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -204,6 +204,7 @@ class PyAVReader:
             raise DecodeFailure("open_fail", path, str(error)) from None
         self._keyframes = sorted(self._rank(p) for p in keyframe_pts) or [0]
         self._frames, self._position = None, 0  # decode generator and index of the next frame it yields
+        self._wanted: set[int] = set()
         self.num_frames = len(self._pts)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
@@ -232,15 +233,26 @@ class PyAVReader:
         frames = self._decode(sorted(set(wanted)), av)  # sorted: a single forward pass over the file
         return np.stack([frames[i] for i in wanted])
 
+    def _decoded_frames(self) -> Iterator[object]:
+        """Frames from the current file position. Packets of frames nobody wants are decoded with
+        `skip_frame=NONREF`: the decoder then drops them when no other frame refers to them (most B-frames), which
+        saves about a quarter of the work in long GOPs and never changes a frame that is kept."""
+        ctx = self._stream.codec_context
+        for packet in self._container.demux(self._stream):
+            index = self._rank(packet.pts) if packet.pts is not None else None
+            ctx.skip_frame = "NONREF" if index is not None and index not in self._wanted else "DEFAULT"
+            yield from packet.decode()
+
     def _decode(self, targets: list[int], av: object) -> dict[int, np.ndarray]:
         wanted, out = set(targets), {}
+        self._wanted = wanted
         for target in targets:
             keyframe = self._keyframes[bisect.bisect_right(self._keyframes, target) - 1]
             # Seek only when it skips frames we would otherwise decode and drop, or to go back in the file.
             if self._frames is None or keyframe > self._position or target < self._position:
                 if keyframe > 0 or self._frames is not None:
                     self._container.seek(self._pts[keyframe], stream=self._stream, backward=True, any_frame=False)
-                self._frames = self._container.decode(self._stream)  # a paused generator keeps buffered frames
+                self._frames = self._decoded_frames()  # a paused generator keeps its buffered frames
                 self._position = keyframe
             try:
                 for frame in self._frames:

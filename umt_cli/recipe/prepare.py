@@ -44,10 +44,12 @@ class Kinetics710Source(Section):
     """Seconds one probe may take before the video counts as undecodable."""
     resize_short_side: Annotated[int, Field(gt=0)] | None = None
     """Re-encode every listed video so its shorter side has this many pixels (lists then point at the copies)."""
-    keyframe_interval: Annotated[int, Field(gt=0)] = 8
+    keyframe_interval: Annotated[int, Field(gt=0)] = 16
     """Frames between keyframes in re-encoded videos: short intervals make sparse frame sampling seek cheaply."""
     crf: Annotated[int, Field(ge=0, le=51)] = 23
     """x264 quality of re-encoded videos (lower = better, larger)."""
+    fast_decode: bool = True
+    """Encode copies for decoding speed (x264 tune=fastdecode, no B-frames): ~2x faster to decode, ~25% larger."""
     workers: Annotated[int, Field(ge=0)] = 0
     """Parallel processes for --verify and re-encoding; 0 = one per CPU core."""
 

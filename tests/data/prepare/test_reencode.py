@@ -65,3 +65,15 @@ def test_reencode_many_reports_failures_and_skips_existing_copies(make_clip, tmp
     assert _describe(tmp_path / "copies" / "good.mp4")[1] == 32
     assert done.read_bytes() == b"finished earlier"
     assert not (tmp_path / "copies" / "bad.mp4").exists()
+
+
+@pytest.mark.parametrize("fast_decode", [True, False])
+def test_fast_decode_copies_have_no_b_frames(make_clip, tmp_path, fast_decode):
+    import av
+
+    src = make_clip(frames=30, preset="medium")
+    dst = tmp_path / "copy.mp4"
+    reencode_video(src, dst, short_side=32, keyframe_interval=10, crf=23, fast_decode=fast_decode)
+    with av.open(str(dst)) as container:
+        kinds = {av.video.frame.PictureType(frame.pict_type).name for frame in container.decode(video=0)}
+    assert ("B" in kinds) is not fast_decode

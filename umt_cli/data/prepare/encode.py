@@ -34,11 +34,13 @@ def write_h264(
     keyframe_interval: int | None = None,
     crf: int = 23,
     preset: str = "veryfast",
+    x264_options: dict[str, str] | None = None,
 ) -> int:
     """Encode uint8 (H, W, 3) RGB frames to an H.264 mp4 (yuv420p) and return the number of frames written.
 
     `keyframe_interval` caps the GOP length (None = the encoder's default, 250, as in raw Kinetics files); scene-cut
     keyframes are off so the interval is exact. One encoder thread keeps the output identical from run to run.
+    `x264_options` adds or overrides encoder options (e.g. `{"tune": "fastdecode", "bf": "0"}`).
     """
     import av
 
@@ -46,6 +48,7 @@ def write_h264(
     options = {"crf": str(crf), "preset": preset, "threads": "1"}
     if keyframe_interval is not None:
         options.update({"g": str(keyframe_interval), "keyint_min": str(keyframe_interval), "sc_threshold": "0"})
+    options.update(x264_options or {})
     count = 0
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:

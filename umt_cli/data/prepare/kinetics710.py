@@ -279,7 +279,8 @@ def _reencode(lists: list[VideoList], root: Path, out: Path, source: Kinetics710
     copies = out / "videos"
     sources = sorted({entry.path for video_list in lists for entry in video_list.entries.values()})
     target = {src: copies / src.relative_to(root).with_suffix(".mp4") for src in sources}
-    settings = {"keyframe_interval": source.keyframe_interval, "crf": source.crf, "workers": source.workers}
+    settings = {"keyframe_interval": source.keyframe_interval, "crf": source.crf, "workers": source.workers,
+                "fast_decode": source.fast_decode}  # fmt: skip
     results = reencode_many(sorted(target.items()), short_side=source.resize_short_side, **settings)
     for video_list in lists:
         _drop_failures(video_list, results, "reencode")

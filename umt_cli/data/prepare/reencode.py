@@ -23,7 +23,13 @@ from umt_cli.utils.progress import progress
 __all__ = ["reencode_video", "reencode_many"]
 
 
-def reencode_video(src: Path, dst: Path, *, short_side: int, keyframe_interval: int, crf: int) -> None:
+FAST_DECODE = {"tune": "fastdecode", "bf": "0"}
+"""x264 settings for copies that decode about twice as fast (CAVLC, no deblocking, no B-frames) for ~25 % more bytes."""
+
+
+def reencode_video(
+    src: Path, dst: Path, *, short_side: int, keyframe_interval: int, crf: int, fast_decode: bool = True
+) -> None:
     """Write `src` as H.264 to `dst` with its shorter side scaled to `short_side` (sizes rounded up to even).
 
     Args:
@@ -32,6 +38,7 @@ def reencode_video(src: Path, dst: Path, *, short_side: int, keyframe_interval: 
         short_side: Pixels of the shorter side of the copy.
         keyframe_interval: Frames between keyframes of the copy.
         crf: x264 quality (lower = better, larger).
+        fast_decode: Encode for decoding speed (`FAST_DECODE`).
 
     Raises:
         DecodeFailure: `src` is missing, cannot be opened or decoded, or has no frames. Encoding errors (a full
@@ -57,7 +64,11 @@ def reencode_video(src: Path, dst: Path, *, short_side: int, keyframe_interval: 
         first = next(frames, None)
         if first is None:
             raise DecodeFailure("short_video", src, "no frames")
-        options = {"keyframe_interval": keyframe_interval, "crf": crf}
+        options = {
+            "keyframe_interval": keyframe_interval,
+            "crf": crf,
+            "x264_options": FAST_DECODE if fast_decode else None,
+        }
         write_h264(dst, itertools.chain([first], frames), fps=rate, width=width, height=height, **options)
 
 
@@ -72,7 +83,7 @@ def _decoded(container: object, stream: object, src: Path, width: int, height: i
         raise DecodeFailure("decode_fail", src, str(error)) from None
 
 
-def _reencode_pair(pair: tuple[Path, Path], **settings: int) -> str | None:
+def _reencode_pair(pair: tuple[Path, Path], **settings: int | bool) -> str | None:
     """Worker task: None when `pair`'s copy was written, else the reason it could not be."""
     src, dst = pair
     try:
@@ -89,6 +100,7 @@ def reencode_many(
     keyframe_interval: int,
     crf: int,
     workers: int,
+    fast_decode: bool = True,
 ) -> dict[Path, str | None]:
     """Re-encode (src, dst) pairs in parallel processes, skipping pairs whose dst already exists.
 
@@ -97,6 +109,7 @@ def reencode_many(
         short_side: Pixels of the shorter side of the copies.
         keyframe_interval: Frames between keyframes of the copies.
         crf: x264 quality.
+        fast_decode: Encode for decoding speed (`FAST_DECODE`).
         workers: Worker processes; 0 = one per core.
 
     Returns:
@@ -105,7 +118,13 @@ def reencode_many(
     """
     todo = [(src, dst) for src, dst in pairs if not dst.exists()]
     results: dict[Path, str | None] = {src: None for src, _ in pairs}
-    task = partial(_reencode_pair, short_side=short_side, keyframe_interval=keyframe_interval, crf=crf)
+    settings = {
+        "short_side": short_side,
+        "keyframe_interval": keyframe_interval,
+        "crf": crf,
+        "fast_decode": fast_decode,
+    }
+    task = partial(_reencode_pair, **settings)
     with progress("re-encode videos", len(todo)) as bar:
         done = run_isolated(task, todo, workers=workers, on_result=lambda _pair, _result: bar.advance())
     results.update({src: reason for (src, _dst), reason in done.items()})
