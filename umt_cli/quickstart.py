@@ -15,7 +15,7 @@ from umt_cli.data.datasets import build_train_dataset
 from umt_cli.data.failures import DataHealth
 from umt_cli.data.loaders import ShardedSampler, build_loader, iterate_epoch
 from umt_cli.data.prepare.synthetic import prepare_synthetic
-from umt_cli.recipe import DistillRecipe, load_recipe
+from umt_cli.recipe import DistillRecipe, dump_resolved, load_recipe
 from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.prepare import SyntheticSource
 
@@ -40,6 +40,7 @@ def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
     data = _synthetic(out / "data" / "synthetic", console)
     overrides = [f"data.train_list={data / 'train.csv'}"]  # paths in the list are relative to its folder
     recipe = load_recipe(resolve_recipe("quickstart/distill"), overrides, expect=DistillRecipe)
+    dump_resolved(recipe, out / "recipe.toml")  # exactly what ran, defaults filled in
     dataset = build_train_dataset(recipe)
     sampler = ShardedSampler(len(dataset), batch_size=recipe.data.batch_size, seed=recipe.run.seed)
     loader = build_loader(dataset, sampler, num_workers=recipe.data.num_workers)

@@ -9,5 +9,6 @@ def test_quickstart_prepares_data_and_runs_the_pipeline(tmp_path):
     assert "video (4, 3, 4, 64, 64)" in result.output
     assert "64 clips loaded, 0 skipped" in result.output
     assert (tmp_path / "data/synthetic/train.csv").is_file()
+    assert f'train_list = "{tmp_path / "data/synthetic/train.csv"}"' in (tmp_path / "recipe.toml").read_text()
     again = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path)])
     assert again.exit_code == 0 and "reusing synthetic data" in again.output

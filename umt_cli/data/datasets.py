@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -183,10 +184,14 @@ class ClipLoader:
 
 
 class _RobustDataset(Dataset):
-    """Replacement-on-failure logic shared by the two datasets."""
+    """Replacement-on-failure logic shared by the two datasets: `loader` decodes a sample's frames, `transform`
+    turns them into a tensor, `seed` drives every random choice, `max_retries` bounds replacements in a row."""
 
-    def __init__(self, root: str | Path, *, seed: int, max_retries: int) -> None:
-        self.root, self.seed, self.max_retries = Path(root), seed, max_retries
+    def __init__(
+        self, root: str | Path, *, loader: ClipLoader, transform: ClipTransform, seed: int = 0, max_retries: int = 10
+    ) -> None:
+        self.root, self.loader, self.transform = Path(root), loader, transform
+        self.seed, self.max_retries = seed, max_retries
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -216,19 +221,10 @@ class _RobustDataset(Dataset):
 class VideoListDataset(_RobustDataset):
     """Clips from a classification list (`path,label` lines), for stage 1 and action recognition."""
 
-    def __init__(
-        self,
-        list_file: str | Path,
-        root: str | Path,
-        *,
-        loader: ClipLoader,
-        transform: ClipTransform,
-        seed: int = 0,
-        max_retries: int = 10,
-    ) -> None:
-        super().__init__(root, seed=seed, max_retries=max_retries)
+    def __init__(self, list_file: str | Path, root: str | Path, **options: Any) -> None:
+        """`options`: loader, transform, seed, max_retries (see `_RobustDataset`)."""
+        super().__init__(root, **options)
         self.entries = parse_video_list(list_file)
-        self.loader, self.transform = loader, transform
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -242,20 +238,11 @@ class VideoListDataset(_RobustDataset):
 class VideoTextDataset(_RobustDataset):
     """(clip, caption) pairs from a video-text annotation file; every caption of a clip is its own sample."""
 
-    def __init__(
-        self,
-        annotations: str | Path,
-        root: str | Path,
-        *,
-        loader: ClipLoader,
-        transform: ClipTransform,
-        seed: int = 0,
-        max_retries: int = 10,
-    ) -> None:
-        super().__init__(root, seed=seed, max_retries=max_retries)
+    def __init__(self, annotations: str | Path, root: str | Path, **options: Any) -> None:
+        """`options`: loader, transform, seed, max_retries (see `_RobustDataset`)."""
+        super().__init__(root, **options)
         self.media = load_annotations(annotations)
         self.pairs = [(m, c) for m, entry in enumerate(self.media) for c in range(len(entry.captions))]
-        self.loader, self.transform = loader, transform
 
     def __len__(self) -> int:
         return len(self.pairs)
