@@ -39,13 +39,15 @@ def write_h264(
     """Encode uint8 (H, W, 3) RGB frames to an H.264 mp4 (yuv420p) and return the number of frames written.
 
     `keyframe_interval` caps the GOP length (None = the encoder's default, 250, as in raw Kinetics files); scene-cut
-    keyframes are off so the interval is exact. One encoder thread keeps the output identical from run to run.
+    keyframes are off so the interval is exact. The output is identical from run to run (see the options below).
     `x264_options` adds or overrides encoder options (e.g. `{"tune": "fastdecode", "bf": "0"}`).
     """
     import av
 
     path = Path(path)
-    options = {"crf": str(crf), "preset": preset, "threads": "1"}
+    # One thread, and no macroblock-tree rate control: its float SIMD sums depend on buffer alignment, so with it the
+    # same frames encode to different bytes from run to run. Without it, the bytes are a function of the input.
+    options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0"}
     if keyframe_interval is not None:
         options.update({"g": str(keyframe_interval), "keyint_min": str(keyframe_interval), "sc_threshold": "0"})
     options.update(x264_options or {})
