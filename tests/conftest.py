@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -79,3 +80,21 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     prepare_synthetic(SyntheticSource(out=out, train=8, val=4, test=4, num_frames=16, width=64, height=48))
     return out
+
+
+@pytest.fixture
+def tiny_overrides(synthetic_dir: Path) -> list[str]:
+    """The quickstart recipe on the 8-clip synthetic set: batch 2 -> 4 steps per epoch, 2 epochs, every step logged."""
+    return [
+        f"data.train_list={synthetic_dir / 'train.csv'}",
+        "data.batch_size=2",
+        "optim.scale_lr=false",
+        "optim.lr=1e-3",
+        "optim.min_lr=1e-4",
+        "schedule.warmup_epochs=0.5",
+        "log.every=1",
+    ]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

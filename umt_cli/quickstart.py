@@ -1,6 +1,5 @@
-"""`umt quickstart`: the built-in default job on CPU. Today: synthetic data -> decoded, augmented training clips.
-
-Later stages (distill, pretrain, evaluate, export) join the chain as they land.
+"""`umt quickstart`: the built-in default job on CPU: synthetic data -> the training data pipeline -> a short
+stage-1 distillation with the tiny recipe. Later stages (pretrain, evaluate, export) join the chain as they land.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from umt_cli.data.datasets import build_train_dataset
 from umt_cli.data.failures import DataHealth
 from umt_cli.data.loaders import ShardedSampler, build_loader, iterate_epoch
 from umt_cli.data.prepare.synthetic import prepare_synthetic
-from umt_cli.recipe import DistillRecipe, dump_resolved, load_recipe
+from umt_cli.recipe import DistillRecipe, load_recipe
 from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.prepare import SyntheticSource
 
@@ -35,12 +34,11 @@ def _synthetic(data: Path, console: Console) -> Path:
 
 
 def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
-    """Prepare data and run the training data pipeline of the quickstart recipe for a few batches."""
+    """Prepare data, show the training data pipeline, then distil the tiny student (resuming a finished run)."""
     console = Console()
     data = _synthetic(out / "data" / "synthetic", console)
     overrides = [f"data.train_list={data / 'train.csv'}"]  # paths in the list are relative to its folder
     recipe = load_recipe(resolve_recipe("quickstart/distill"), overrides, expect=DistillRecipe)
-    dump_resolved(recipe, out / "recipe.toml")  # exactly what ran, defaults filled in
     dataset = build_train_dataset(recipe)
     sampler = ShardedSampler(len(dataset), batch_size=recipe.data.batch_size, seed=recipe.run.seed)
     loader = build_loader(dataset, sampler, num_workers=recipe.data.num_workers)
@@ -64,4 +62,10 @@ def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
     console.print(
         f"one epoch: {health.delivered} clips in {elapsed:.2f}s ({summary['clips_per_s']} clips/s); {health.line()}"
     )
+    from umt_cli.stages import distill
+
+    console.print("stage 1: distilling the tiny student from the tiny teacher ...")
+    result = distill.run(recipe, out / "runs" / "distill", resume="auto", overrides=overrides)
+    summary.update({"distill_steps": result["steps"], "distill_final_loss": result["final_loss"],
+                    "student_weights": result["weights"]})  # fmt: skip
     return summary

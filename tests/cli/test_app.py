@@ -20,6 +20,8 @@ train_list = "train.csv"
 batch_sizee = 3
 [student]
 num_frames = "eight"
+[teacher]
+weights = "random"
 [masking]
 kind = "attention"
 mask_ratio = 1.5

@@ -190,7 +190,7 @@ def test_build_train_dataset_from_the_quickstart_recipe(synthetic_dir):
     from umt_cli.recipe import load_recipe
     from umt_cli.recipe.catalog import resolve_recipe
 
-    overrides = [f"data.train_list={synthetic_dir / 'train.csv'}", f"data.root={synthetic_dir}", "student.img_size=32"]
+    overrides = [f"data.train_list={synthetic_dir / 'train.csv'}", "student.img_size=32", "teacher.input_size=32"]
     recipe = load_recipe(resolve_recipe("quickstart/distill"), overrides)
     dataset = build_train_dataset(recipe)
     assert len(dataset) == 8

@@ -11,6 +11,8 @@ schema_version = 1
 stage = "distill"
 [data]
 train_list = "train.csv"
+[teacher]
+weights = "random"
 [masking]
 kind = "attention"
 """
@@ -83,7 +85,7 @@ def test_three_problems_are_reported_with_their_keys(tmp_path):
 def test_unknown_key_far_from_any_field_lists_valid_keys(tmp_path):
     with pytest.raises(RecipeError) as error:
         load_recipe(write(tmp_path, MINIMAL), ["run.zzzzzz=1"])
-    assert "valid keys here: seed, epochs" in problems(error)["run.zzzzzz"]
+    assert "valid keys here: seed, precision" in problems(error)["run.zzzzzz"]
 
 
 def test_discriminated_union_errors_name_the_key_without_the_tag(tmp_path):
@@ -106,7 +108,7 @@ def test_cross_field_geometry_checks_name_both_keys(tmp_path):
 def test_missing_required_key_and_missing_stage(tmp_path):
     with pytest.raises(RecipeError) as error:
         load_recipe(write(tmp_path, "schema_version = 1\nstage = 'distill'\n"))
-    assert problems(error) == {"data": "missing required key", "masking": "missing required key"}
+    assert problems(error) == {key: "missing required key" for key in ("data", "teacher", "masking")}
     with pytest.raises(RecipeError) as error:
         load_recipe(write(tmp_path, "schema_version = 1\n"))
     assert "stage" in problems(error)
@@ -156,3 +158,20 @@ def test_prepare_data_cross_field_error_names_the_table():
             {"schema_version": 1, "stage": "prepare-data", "source": {"kind": "synthetic", "width": 65}}, "<t>"
         )
     assert "even" in problems(error)["source"]
+
+
+def test_teacher_grid_must_match_the_student_grid(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["teacher.arch=clip-l14", "teacher.input_size=224"])
+    assert "use 196" in problems(error)["teacher.input_size"]
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["teacher.arch=clip-l14"])  # the preset runs at 196 px
+    assert recipe.teacher.input_size is None
+
+
+def test_preset_limits(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["student.preset=umt-tiny", "student.align_layers=5"])
+    assert "depth 4" in problems(error)["student.align_layers"]
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["student.patch_size=14", "student.img_size=224"])
+    assert "umt-b16's 16" in problems(error)["student.patch_size"]

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from umt_cli import __version__
-from umt_cli.cli import prepare_data, quickstart, recipe
+from umt_cli.cli import distill, prepare_data, quickstart, recipe
 
 app = typer.Typer(
     name="umt",
@@ -17,10 +17,11 @@ app = typer.Typer(
     help="Unmasked Teacher video foundation models: prepare data, distill, pre-train, evaluate, export.",
 )
 app.add_typer(prepare_data.app, name="prepare-data")
+app.command("distill")(distill.distill)
 app.add_typer(recipe.app, name="recipe")
 app.command("quickstart")(quickstart.quickstart)
 
-COMMANDS = ("prepare-data", "recipe", "quickstart")
+COMMANDS = ("prepare-data", "distill", "recipe", "quickstart")
 """Every top-level command; a test checks the registered commands against this list."""
 
 

@@ -144,6 +144,9 @@ def build_loader(
         collate_fn=collate,
         pin_memory=pin_memory,
         drop_last=False,
+        # Its own generator: each new iterator draws a base seed, which would otherwise advance the global RNG
+        # (drop path) and make a resumed run differ from an uninterrupted one.
+        generator=torch.Generator().manual_seed(sampler.seed),
         **(extra if num_workers > 0 else {}),
     )
 

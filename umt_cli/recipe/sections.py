@@ -25,6 +25,15 @@ __all__ = [
     "TubeMasking",
     "RandomMasking",
     "Masking",
+    "TeacherSection",
+    "CosineLoss",
+    "MseLoss",
+    "SmoothL1Loss",
+    "Loss",
+    "OptimSection",
+    "ScheduleSection",
+    "CheckpointSection",
+    "LogSection",
     "RunSection",
 ]
 
@@ -146,8 +155,10 @@ class AugmentSection(Section):
 
 
 class StudentSection(Section):
-    """The video ViT's input geometry (the model itself arrives with stage 1)."""
+    """The video ViT student: a preset architecture and its input geometry."""
 
+    preset: Literal["umt-tiny", "umt-b16", "umt-l16"] = "umt-b16"
+    """Architecture: umt-b16 (12 x 768), umt-l16 (24 x 1024), or umt-tiny (4 x 64, for tests and the quickstart)."""
     num_frames: PositiveInt = 8
     """Frames sampled per clip."""
     tubelet: PositiveInt = 1
@@ -155,7 +166,108 @@ class StudentSection(Section):
     img_size: PositiveInt = 224
     """Input side length in pixels."""
     patch_size: PositiveInt = 16
-    """Patch side length in pixels."""
+    """Patch side length in pixels (must match the preset)."""
+    drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    """Stochastic depth of the last block (linearly increasing from 0 over the blocks)."""
+    align_layers: PositiveInt = 6
+    """K: the last K blocks are aligned with the teacher's last K layers."""
+    checkpoint_blocks: int = Field(0, ge=0)
+    """Recompute the activations of this many leading blocks in the backward pass (saves memory, costs time)."""
+
+
+class TeacherSection(Section):
+    """The frozen CLIP image teacher."""
+
+    arch: Literal["clip-b16", "clip-l14", "clip-tiny", "clip-tiny14"] = "clip-b16"
+    """CLIP visual tower: clip-b16 (UMT-B), clip-l14 (UMT-L), clip-tiny / clip-tiny14 (tests)."""
+    weights: str
+    """A local CLIP weights file (official UMT teacher file, OpenAI or open_clip state dict), `open_clip:NAME:TAG`
+    (downloads where the network allows), or `random` (an untrained teacher: tests and the quickstart only)."""
+    input_size: PositiveInt | None = None
+    """Resolution the teacher runs at (the clip is resized bicubically); unset = the preset's (224, L/14: 196)."""
+    input_norm: Literal["imagenet", "clip"] = "imagenet"
+    """Normalisation the teacher sees: the student's ImageNet-normalised input (official), or CLIP's constants."""
+    trust: bool = False
+    """Allow loading a pickled (non weights-only) teacher file, which can run code: only for files you trust."""
+
+
+class CosineLoss(Section):
+    """UTA loss `2 - 2 cos(student, teacher)` averaged over layers, clips and visible tokens (official `l2`)."""
+
+    kind: Literal["cosine"] = "cosine"
+    weight: float = Field(1.0, gt=0)
+    """Multiplier of the loss (official `clip_loss_ratio`)."""
+
+
+class MseLoss(Section):
+    """UTA loss: element-wise mean squared error."""
+
+    kind: Literal["mse"] = "mse"
+    weight: float = Field(1.0, gt=0)
+    """Multiplier of the loss."""
+
+
+class SmoothL1Loss(Section):
+    """UTA loss: element-wise smooth L1."""
+
+    kind: Literal["smooth_l1"] = "smooth_l1"
+    weight: float = Field(1.0, gt=0)
+    """Multiplier of the loss."""
+    beta: float = Field(1.0, gt=0)
+    """Transition point between the quadratic and linear parts."""
+
+
+Loss = Annotated[CosineLoss | MseLoss | SmoothL1Loss, Field(discriminator="kind")]
+
+
+class OptimSection(Section):
+    """AdamW without weight decay on norms, biases and other 1-D parameters."""
+
+    lr: float = Field(1.5e-4, gt=0)
+    """Peak learning rate per 256 clips (scaled by global batch / 256 when `scale_lr`)."""
+    min_lr: float = Field(1e-5, ge=0)
+    """Final learning rate of the cosine schedule, per 256 clips likewise."""
+    scale_lr: bool = True
+    """Multiply `lr` and `min_lr` by global batch / 256, as the official recipes do."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon."""
+    weight_decay: float = Field(0.05, ge=0)
+    """Decoupled weight decay (constant)."""
+    grad_clip: float | None = Field(None, gt=0)
+    """Clip the gradient norm to this value; unset = no clipping (official)."""
+    grad_accum: PositiveInt = 1
+    """Micro-batches accumulated per optimizer step."""
+
+
+class ScheduleSection(Section):
+    """Training length and the per-iteration learning-rate schedule (linear warm-up from 0, then cosine)."""
+
+    epochs: PositiveInt = 201
+    """Passes over the training list (the official "200 epochs" run 201, a VideoMAE workaround)."""
+    warmup_epochs: float = Field(40, ge=0)
+    """Epochs of linear warm-up from 0 to the peak learning rate."""
+    max_steps: PositiveInt | None = None
+    """Stop after this many optimizer steps (the schedule is fitted to them); unset = epochs x steps per epoch."""
+
+
+class CheckpointSection(Section):
+    """When checkpoints are written."""
+
+    every_steps: PositiveInt | None = None
+    """Save every this many optimizer steps; unset = at the end of every epoch."""
+    keep_last: PositiveInt = 3
+    """Checkpoints kept (older ones are deleted once a newer one is complete)."""
+
+
+class LogSection(Section):
+    """Metrics and console output."""
+
+    every: PositiveInt = 10
+    """Log metrics every this many optimizer steps."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files (needs the `tensorboard` package)."""
 
 
 class AttentionMasking(Section):
@@ -189,6 +301,6 @@ class RunSection(Section):
     """Run-wide settings."""
 
     seed: int = 0
-    """Seed for every generator of the run (sampling, augmentation, masking)."""
-    epochs: PositiveInt = 1
-    """Passes over the training list."""
+    """Seed for every generator of the run (sampling, augmentation, masking, initialisation)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast precision of teacher and student (fp16 adds a gradient scaler and needs a GPU)."""

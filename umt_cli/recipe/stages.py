@@ -6,17 +6,25 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from umt_cli.models.presets import STUDENT_GEOMETRY, TEACHER_GEOMETRY
 from umt_cli.recipe.base import Recipe
 from umt_cli.recipe.prepare import DataSource
 from umt_cli.recipe.sections import (
     AugmentSection,
+    CheckpointSection,
+    CosineLoss,
     DataSection,
     DecodeSection,
+    LogSection,
+    Loss,
     Masking,
+    OptimSection,
     RunSection,
     Sampling,
+    ScheduleSection,
     SparseSampling,
     StudentSection,
+    TeacherSection,
 )
 
 __all__ = ["DistillRecipe", "PrepareDataRecipe", "AnyRecipe", "RECIPE_TYPES"]
@@ -35,23 +43,61 @@ class DistillRecipe(Recipe):
     augment: AugmentSection = AugmentSection()
     """Training augmentation."""
     student: StudentSection = StudentSection()
-    """Student input geometry."""
+    """The video ViT student."""
+    teacher: TeacherSection
+    """The frozen CLIP teacher."""
     masking: Masking
     """Token masking (`kind`: attention, tube or random)."""
+    loss: Loss = CosineLoss()
+    """UTA loss (`kind`: cosine, mse or smooth_l1)."""
+    optim: OptimSection = OptimSection()
+    """Optimizer."""
+    schedule: ScheduleSection = ScheduleSection()
+    """Training length and learning-rate schedule."""
+    checkpoint: CheckpointSection = CheckpointSection()
+    """Checkpoint cadence."""
+    log: LogSection = LogSection()
+    """Metrics and console output."""
     run: RunSection = RunSection()
     """Run-wide settings."""
 
     @model_validator(mode="after")
     def _geometry(self) -> DistillRecipe:
-        s = self.student
-        problems = []
-        if s.num_frames % s.tubelet:
-            problems.append(f"student.num_frames: {s.num_frames} is not a multiple of student.tubelet ({s.tubelet})")
-        if s.img_size % s.patch_size:
-            problems.append(f"student.img_size: {s.img_size} is not a multiple of student.patch_size ({s.patch_size})")
+        problems = _student_problems(self.student) + _teacher_problems(self.student, self.teacher)
         if problems:  # one "key: problem" line each, so every problem is reported under its own key
             raise ValueError("\n".join(problems))
         return self
+
+
+def _student_problems(s: StudentSection) -> list[str]:
+    preset = STUDENT_GEOMETRY[s.preset]
+    problems = []
+    if s.num_frames % s.tubelet:
+        problems.append(f"student.num_frames: {s.num_frames} is not a multiple of student.tubelet ({s.tubelet})")
+    if s.img_size % s.patch_size:
+        problems.append(f"student.img_size: {s.img_size} is not a multiple of student.patch_size ({s.patch_size})")
+    if s.patch_size != preset["patch_size"]:
+        problems.append(f"student.patch_size: {s.patch_size} differs from {s.preset}'s {preset['patch_size']}")
+    if s.align_layers > preset["depth"]:
+        problems.append(f"student.align_layers: {s.align_layers} exceeds {s.preset}'s depth {preset['depth']}")
+    return problems
+
+
+def _teacher_problems(s: StudentSection, t: TeacherSection) -> list[str]:
+    geometry = TEACHER_GEOMETRY[t.arch]
+    size = t.input_size or geometry["input_size"]
+    problems = []
+    if size % geometry["patch_size"]:
+        problems.append(f"teacher.input_size: {size} is not a multiple of {t.arch}'s patch {geometry['patch_size']}")
+    elif size // geometry["patch_size"] != s.img_size // s.patch_size:
+        grid = s.img_size // s.patch_size
+        problems.append(
+            f"teacher.input_size: {t.arch} at {size} px has a {size // geometry['patch_size']}-token grid, the student "
+            f"a {grid}-token grid (use {grid * geometry['patch_size']})"
+        )
+    if s.align_layers > geometry["layers"]:
+        problems.append(f"student.align_layers: {s.align_layers} exceeds {t.arch}'s {geometry['layers']} layers")
+    return problems
 
 
 class PrepareDataRecipe(Recipe):

@@ -1,0 +1,39 @@
+"""Two CPU processes (gloo, launched by torchrun) end with the parameters of one process holding the whole batch."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def run(command: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_overrides):
+    common = [o for o in tiny_overrides if not o.startswith("data.batch_size")]
+    common += ["student.drop_path=0", "schedule.max_steps=3"]  # drop path draws from each process's own RNG
+    single, double = tmp_path / "single", tmp_path / "double"
+    umt = [sys.executable, "-m", "umt_cli", "distill", "quickstart/distill"]
+    run([*umt, *common, "data.batch_size=4", "--run-dir", str(single)])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", free_port()]
+    run([*torchrun, "-m", "umt_cli", "distill", "quickstart/distill", *common, "data.batch_size=2",
+         "--run-dir", str(double)])  # fmt: skip
+    a, b = load_file(single / "student.safetensors"), load_file(double / "student.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert a["encoder.blocks.0.attn.q_bias"].abs().sum() > 0  # q biases start at zero: the runs did train
+    assert Path(double / "summary.json").is_file()

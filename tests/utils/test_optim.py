@@ -1,0 +1,135 @@
+"""Weight-decay groups, AdamW, lr scaling, and the cosine schedule against a NumPy recomputation of upstream."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from umt_cli.utils.optim import build_adamw, cosine_lr, param_groups, scaled_lr, set_lr
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv3d(3, 8, kernel_size=(1, 4, 4))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 5, 8))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 8))
+        self.norm = nn.LayerNorm(8)
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(8))
+        self.v_bias = nn.Parameter(torch.zeros(8))
+        self.head = nn.Linear(8, 4)
+        self.temp = nn.Parameter(torch.tensor(0.07))
+        self.frozen = nn.Linear(8, 8)
+        self.frozen.requires_grad_(False)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+
+DECAY = ["patch.weight", "cls_token", "qkv.weight", "head.weight"]
+NO_DECAY = ["patch.bias", "pos_embed", "norm.weight", "norm.bias", "q_bias", "v_bias", "head.bias", "temp"]
+
+
+def test_groups_follow_the_official_rule():
+    decay, no_decay = param_groups(Toy(), weight_decay=0.05, skip={"pos_embed"})
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
+    assert sorted(decay["names"]) == sorted(DECAY)
+    assert sorted(no_decay["names"]) == sorted(NO_DECAY)
+    model = Toy()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in param_groups(model, weight_decay=0.05, skip={"pos_embed"}):
+        assert [names[id(p)] for p in group["params"]] == group["names"]
+
+
+def test_zero_dim_decay_reproduces_upstream_for_temp():
+    decay, no_decay = param_groups(Toy(), weight_decay=0.05, zero_dim_decay=True)
+    assert "temp" in decay["names"] and "temp" not in no_decay["names"]
+    assert "pos_embed" in decay["names"]  # not skipped here
+
+
+def test_frozen_parameters_are_left_out_and_empty_groups_dropped():
+    groups = param_groups(Toy(), weight_decay=0.05)
+    assert not any(name.startswith("frozen.") for group in groups for name in group["names"])
+    only_norm = nn.LayerNorm(4)
+    assert [g["names"] for g in param_groups(only_norm, weight_decay=0.05)] == [["weight", "bias"]]
+
+
+def test_adamw_takes_the_groups_and_keeps_their_names():
+    model = Toy()
+    optimizer = build_adamw(model, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95), eps=1e-8)
+    decay, no_decay = optimizer.param_groups
+    assert sorted(decay["names"]) == sorted(n for n in DECAY)
+    assert "pos_embed" in no_decay["names"]  # from model.no_weight_decay()
+    assert (decay["weight_decay"], no_decay["weight_decay"], decay["betas"], decay["eps"]) == (
+        0.05,
+        0.0,
+        (0.9, 0.95),
+        1e-8,
+    )
+    model.head(model.norm(torch.randn(2, 8))).sum().backward()
+    optimizer.step()
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["param_groups"][0]["names"] == decay["names"]
+    build_adamw(Toy(), lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95), eps=1e-8).load_state_dict(state)
+
+
+def test_scaled_lr_is_the_linear_rule():
+    assert scaled_lr(1.5e-4, 2048) == pytest.approx(1.2e-3)
+    assert scaled_lr(1e-5, 2048) == pytest.approx(8e-5)
+    assert scaled_lr(1e-4, 256) == 1e-4
+
+
+def official_schedule(base: float, final: float, total: int, warmup: int, start: float = 0.0) -> np.ndarray:
+    """utils.cosine_scheduler of the official code, recomputed: linspace warm-up, then a per-step cosine."""
+    warm = np.linspace(start, base, warmup) if warmup > 0 else np.array([])
+    rest = np.arange(total - warmup)
+    cosine = [final + 0.5 * (base - final) * (1 + math.cos(math.pi * i / len(rest))) for i in rest]
+    return np.concatenate((warm, np.array(cosine)))
+
+
+@pytest.mark.parametrize(
+    ("warmup", "total"), [(0, 10), (1, 10), (2, 7), (5, 20), (10, 10), (120, 963), (40 * 321, 201 * 321)]
+)
+def test_cosine_lr_equals_the_official_array_at_every_step(warmup, total):
+    base, final = 1.2e-3, 8e-5
+    expected = official_schedule(base, final, total, warmup)
+    ours = [cosine_lr(s, base=base, final=final, warmup_steps=warmup, total_steps=total) for s in range(total)]
+    assert ours == expected.tolist()
+
+
+def test_cosine_lr_with_a_warmup_start():
+    expected = official_schedule(1.0, 0.1, 30, 6, start=0.2)
+    ours = [cosine_lr(s, base=1.0, final=0.1, warmup_steps=6, total_steps=30, warmup_start=0.2) for s in range(30)]
+    assert ours == expected.tolist()
+
+
+def test_cosine_lr_starts_at_zero_peaks_at_the_last_warmup_step_and_ends_at_final():
+    kwargs = {"base": 1.2e-3, "final": 8e-5, "warmup_steps": 40, "total_steps": 201}
+    assert cosine_lr(0, **kwargs) == 0.0
+    assert cosine_lr(39, **kwargs) == 1.2e-3
+    assert cosine_lr(40, **kwargs) == 1.2e-3
+    assert cosine_lr(200, **kwargs) > 8e-5
+    assert cosine_lr(201, **kwargs) == cosine_lr(10_000, **kwargs) == 8e-5
+
+
+def test_cosine_lr_rejects_bad_arguments():
+    for step, warmup, total in [(-1, 0, 10), (0, 11, 10), (0, -1, 10), (0, 0, 0)]:
+        with pytest.raises(ValueError):
+            cosine_lr(step, base=1.0, final=0.0, warmup_steps=warmup, total_steps=total)
+
+
+def test_set_lr_applies_per_group_scales():
+    model = Toy()
+    optimizer = build_adamw(model, lr=1.0, weight_decay=0.05, betas=(0.9, 0.95), eps=1e-8)
+    optimizer.param_groups[1]["lr_scale"] = 0.5
+    set_lr(optimizer, 2e-3)
+    assert [g["lr"] for g in optimizer.param_groups] == [2e-3, 1e-3]

@@ -1,0 +1,1 @@
+"""Training stages: one file each, read top to bottom as setup -> step -> run."""

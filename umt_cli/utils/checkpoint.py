@@ -1,0 +1,394 @@
+"""Checkpoint I/O for run directories (DESIGN 5): atomic `step_NNNNNN/` directories, a `latest` pointer, pruning.
+
+```
+checkpoints/
+  step_001000/  model.safetensors  state.pt  meta.json  [rng_rank{r}.pt ...]
+  latest                           # text file naming the newest complete checkpoint directory
+```
+
+A checkpoint is written into `.tmp-step_NNNNNN/` and renamed with `os.replace`, so a crash never leaves a
+half-written `step_*` directory; readers ignore `.tmp-*`. `state.pt` and rank files hold plain data only (tensors,
+numbers, strings, lists, dicts), so they load with `torch.load(weights_only=True)`.
+
+Single process: `save_checkpoint(...)`. Multi-process (rank 0 owns the directory)::
+
+    tmp = tmp_checkpoint_dir(checkpoints_dir, step)                 # every rank
+    write_rank_file(tmp, f"rng_rank{rank}.pt", capture_rng())       # every rank, its own file
+    barrier()
+    if rank == 0:
+        finalize_checkpoint(checkpoints_dir, step, model_state=..., state=..., meta=..., keep_last=3)
+    barrier()                                                       # nobody reads before the rename
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from umt_cli.errors import CheckpointError, UsageError
+
+__all__ = [
+    "MODEL_FILE",
+    "STATE_FILE",
+    "META_FILE",
+    "LATEST_FILE",
+    "save_checkpoint",
+    "tmp_checkpoint_dir",
+    "write_rank_file",
+    "finalize_checkpoint",
+    "latest_checkpoint",
+    "resolve_resume",
+    "load_checkpoint",
+    "load_rank_file",
+    "save_weights",
+    "capture_rng",
+    "restore_rng",
+]
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+LATEST_FILE = "latest"
+_CORE_FILES = (MODEL_FILE, STATE_FILE, META_FILE)
+_TMP_PREFIX = ".tmp-"
+_STEP_DIR = re.compile(r"step_(\d+)")
+_PLAIN_LEAVES = (Tensor, bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+
+
+# ---------------------------------------------------------------------------------------------------------- writing
+def save_checkpoint(
+    checkpoints_dir: Path,
+    step: int,
+    *,
+    model_state: Mapping[str, Tensor],
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    keep_last: int,
+    keep_every: int | None = None,
+    rank_files: dict[str, Any] | None = None,
+) -> Path:
+    """Write `checkpoints_dir/step_{step:06d}/` atomically, point `latest` at it and prune (single process).
+
+    Args:
+        checkpoints_dir: the run's `checkpoints/` directory (created if needed).
+        step: optimizer steps done; names the directory.
+        model_state: weights, written to `model.safetensors` (CPU, contiguous; tied tensors stored once per name).
+        state: plain data for `state.pt`: optimizer, scheduler, scaler, counters, sampler and generator states.
+        meta: JSON-able data for `meta.json` (`step` is added).
+        keep_last: complete checkpoints to keep (>= 1); the new one always stays.
+        keep_every: also keep every checkpoint whose step is a multiple of this.
+        rank_files: extra plain-data files, name -> object (e.g. `{"rng_rank0.pt": capture_rng()}`).
+
+    Returns:
+        The checkpoint directory.
+    """
+    tmp_dir = tmp_checkpoint_dir(checkpoints_dir, step)
+    # One writer: files left by an interrupted save of this step (maybe another world size) can go.
+    shutil.rmtree(tmp_dir)
+    tmp_dir.mkdir()
+    for name, obj in (rank_files or {}).items():
+        write_rank_file(tmp_dir, name, obj)
+    return finalize_checkpoint(
+        checkpoints_dir,
+        step,
+        model_state=model_state,
+        state=state,
+        meta=meta,
+        keep_last=keep_last,
+        keep_every=keep_every,
+    )
+
+
+def tmp_checkpoint_dir(checkpoints_dir: Path, step: int) -> Path:
+    """Create (if needed; safe from several ranks) and return `checkpoints_dir/.tmp-step_{step:06d}/`."""
+    tmp_dir = Path(checkpoints_dir) / f"{_TMP_PREFIX}{_step_name(step)}"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    return tmp_dir
+
+
+def write_rank_file(tmp_dir: Path, name: str, obj: Any) -> None:
+    """Save one rank's plain-data `obj` (e.g. its global RNG state) as `tmp_dir/name` with `torch.save`."""
+    if name in _CORE_FILES or name == LATEST_FILE or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"rank file name {name!r} must be a plain file name other than {_CORE_FILES}")
+    _check_plain(obj, name)
+    _save_durably(obj, Path(tmp_dir) / name)
+
+
+def finalize_checkpoint(
+    checkpoints_dir: Path,
+    step: int,
+    *,
+    model_state: Mapping[str, Tensor],
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    keep_last: int,
+    keep_every: int | None = None,
+) -> Path:
+    """Write the model, state and meta files into the tmp directory, rename it, update `latest`, prune.
+
+    In multi-process runs only rank 0 calls this, after a barrier that follows every rank's `write_rank_file`.
+    Arguments as in `save_checkpoint`. Returns the checkpoint directory.
+    """
+    if keep_last < 1 or (keep_every is not None and keep_every < 1):
+        raise ValueError(f"need keep_last >= 1 and keep_every >= 1 or None, got {keep_last}, {keep_every}")
+    checkpoints_dir = Path(checkpoints_dir)
+    tmp_dir = tmp_checkpoint_dir(checkpoints_dir, step)
+    _check_plain(state, "state")
+    _save_weights_file(model_state, tmp_dir / MODEL_FILE, metadata=None)
+    _save_durably(state, tmp_dir / STATE_FILE)
+    _write_text_durably(tmp_dir / META_FILE, json.dumps({**meta, "step": step}, indent=2) + "\n")
+    final_dir = _publish(tmp_dir, checkpoints_dir / _step_name(step))
+    with _sibling_tmp(checkpoints_dir / LATEST_FILE) as tmp_latest:
+        _write_text_durably(tmp_latest, final_dir.name + "\n")
+    _fsync_dir(checkpoints_dir)
+    _prune(checkpoints_dir, step, keep_last=keep_last, keep_every=keep_every)
+    return final_dir
+
+
+def save_weights(path: Path, state_dict: Mapping[str, Tensor], metadata: dict[str, str]) -> None:
+    """Write a weights-only safetensors file atomically, with `metadata` in its header.
+
+    safetensors headers hold string values only: JSON-encode anything structured (`json.dumps(config)`).
+    Read it back with `safetensors.safe_open(path, "pt").metadata()`.
+    """
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError("safetensors metadata must map str to str; json.dumps structured values first")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _sibling_tmp(path) as tmp:
+        _save_weights_file(state_dict, tmp, metadata=metadata)
+
+
+# ---------------------------------------------------------------------------------------------------------- reading
+def latest_checkpoint(run_dir_or_checkpoints_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run: the one `latest` names, else the highest complete `step_*`.
+
+    Accepts the run directory or its `checkpoints/` directory; `.tmp-*` directories are never returned.
+    """
+    checkpoints_dir = Path(run_dir_or_checkpoints_dir)
+    if (checkpoints_dir / "checkpoints").is_dir():
+        checkpoints_dir = checkpoints_dir / "checkpoints"
+    named = _read_pointer(checkpoints_dir / LATEST_FILE)
+    if named is not None:
+        return named
+    for _, path in sorted(_step_dirs(checkpoints_dir), reverse=True):
+        if _is_complete(path):
+            return path
+    return None
+
+
+def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint `--resume` asks for.
+
+    `None` -> None; `"auto"` -> the latest checkpoint in `run_dir`, or None for a fresh run; a path to a checkpoint
+    directory, a run (or `checkpoints/`) directory or a `latest` file -> that checkpoint, or `UsageError`.
+    """
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir) if Path(run_dir).is_dir() else None
+    path = Path(resume).expanduser()
+    if path.is_file() and path.name == LATEST_FILE:
+        found = _read_pointer(path)
+    elif _is_complete(path):
+        found = path
+    elif path.is_dir():
+        found = latest_checkpoint(path)
+    else:
+        found = None
+    if found is None:
+        raise UsageError(
+            f"--resume {resume}: no complete checkpoint found there",
+            hint="pass a checkpoint directory (step_NNNNNN), a run directory, its `latest` file, or `auto`",
+        )
+    return found
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint directory: (model state on CPU, training state, meta). Loads with `weights_only=True`."""
+    path = Path(path)
+    if not _is_complete(path):
+        raise CheckpointError(f"{path} is not a complete umt checkpoint (needs {', '.join(_CORE_FILES)})")
+    model_state = load_file(path / MODEL_FILE, device="cpu")
+    state = _load_plain(path / STATE_FILE)
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    return model_state, state, meta
+
+
+def load_rank_file(checkpoint_dir: Path, name: str) -> Any | None:
+    """A rank file of a checkpoint (`weights_only=True`), or None when it has none (e.g. another world size)."""
+    path = Path(checkpoint_dir) / name
+    return _load_plain(path) if path.is_file() else None
+
+
+# -------------------------------------------------------------------------------------------------------------- RNG
+def capture_rng() -> dict[str, Tensor]:
+    """The global torch RNG states this process uses (dropout, drop-path, init): CPU, plus CUDA once in use."""
+    state = {"torch": torch.get_rng_state()}
+    # Only once initialised: querying CUDA would otherwise create a context in a CPU run.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: Mapping[str, Tensor]) -> None:
+    """Restore what `capture_rng` captured; a CUDA state is skipped when CUDA is unavailable (resuming on CPU)."""
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+def _step_name(step: int) -> str:
+    """`step_{step:06d}`."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return f"step_{step:06d}"
+
+
+def _step_dirs(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every `step_*` directory (complete or not); none if the directory does not exist."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [(_STEP_DIR.fullmatch(p.name), p) for p in checkpoints_dir.iterdir() if p.is_dir()]
+    return [(int(match.group(1)), path) for match, path in found if match]
+
+
+def _is_complete(path: Path) -> bool:
+    """A checkpoint directory holding all three core files."""
+    return path.is_dir() and all((path / name).is_file() for name in _CORE_FILES)
+
+
+def _read_pointer(pointer: Path) -> Path | None:
+    """The complete checkpoint a `latest` file names, or None (no file, or it names nothing usable)."""
+    if not pointer.is_file():
+        return None
+    target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    return target if target.name and _is_complete(target) else None
+
+
+def _load_plain(path: Path) -> Any:
+    """`torch.load(weights_only=True)` on CPU, with a `CheckpointError` naming the file on failure."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: cannot load with weights_only=True ({error})") from error
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Refuse anything `torch.load(weights_only=True)` might not rebuild, naming where it sits."""
+    if type(obj) in (dict, collections.OrderedDict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; use str or int keys")
+            _check_plain(value, f"{where}[{key!r}]")
+    elif type(obj) in (list, tuple):
+        for index, value in enumerate(obj):
+            _check_plain(value, f"{where}[{index}]")
+    elif not isinstance(obj, _PLAIN_LEAVES):
+        raise TypeError(f"{where}: {type(obj).__name__} is not plain data (tensors, numbers, str, list, dict)")
+
+
+def _safetensors_ready(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Detached, contiguous CPU tensors; a tensor sharing storage with an earlier one (tied weights) is cloned."""
+    ready: dict[str, Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{name}: weights must be tensors, got {type(tensor).__name__}")
+        tensor = tensor.detach().to("cpu").contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in storages:  # safetensors refuses tensors that share memory
+            tensor = tensor.clone()
+        storages.add(pointer)
+        ready[name] = tensor
+    return ready
+
+
+def _save_weights_file(state_dict: Mapping[str, Tensor], path: Path, metadata: dict[str, str] | None) -> None:
+    """safetensors `save_file`, flushed to disk."""
+    save_file(_safetensors_ready(state_dict), str(path), metadata=metadata)
+    _fsync_file(path)
+
+
+def _save_durably(obj: Any, path: Path) -> None:
+    """`torch.save`, flushed to disk."""
+    torch.save(obj, path)
+    _fsync_file(path)
+
+
+def _write_text_durably(path: Path, text: str) -> None:
+    """Write UTF-8 text, flushed to disk."""
+    path.write_text(text, encoding="utf-8")
+    _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a file's data so a rename after it cannot expose an empty file after a power loss."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames inside `path` durable (POSIX only; other systems cannot open a directory)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def _sibling_tmp(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; it replaces `path` if the block succeeds and is removed otherwise."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp_dir: Path, final_dir: Path) -> Path:
+    """Rename `tmp_dir` to `final_dir`; an existing `final_dir` (a re-save of the same step) is swapped out first."""
+    if not final_dir.exists():
+        os.replace(tmp_dir, final_dir)
+        return final_dir
+    # Directories cannot replace non-empty ones, so park the old copy under a `.tmp-` name readers ignore.
+    parked = final_dir.with_name(f"{_TMP_PREFIX}old-{final_dir.name}")
+    shutil.rmtree(parked, ignore_errors=True)
+    os.replace(final_dir, parked)
+    os.replace(tmp_dir, final_dir)
+    shutil.rmtree(parked, ignore_errors=True)
+    return final_dir
+
+
+def _prune(checkpoints_dir: Path, current_step: int, *, keep_last: int, keep_every: int | None) -> None:
+    """Delete complete `step_*` directories at or below `current_step` beyond the newest `keep_last` (and not
+    milestones), and `.tmp-step_*` leftovers of interrupted saves of earlier steps.
+
+    Directories above `current_step` (left by a run resumed from an earlier checkpoint) are left alone: they are
+    overwritten as the run reaches those steps again.
+    """
+    older = sorted((s, p) for s, p in _step_dirs(checkpoints_dir) if s <= current_step and _is_complete(p))
+    for step, path in older[: max(len(older) - keep_last, 0)]:
+        if step != current_step and not (keep_every and step % keep_every == 0):
+            shutil.rmtree(path, ignore_errors=True)
+    for path in checkpoints_dir.glob(f"{_TMP_PREFIX}step_*"):
+        match = _STEP_DIR.fullmatch(path.name.removeprefix(_TMP_PREFIX))
+        if path.is_dir() and match and int(match.group(1)) < current_step:
+            shutil.rmtree(path, ignore_errors=True)
