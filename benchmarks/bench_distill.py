@@ -194,12 +194,17 @@ def reference_step(teacher, student, optimizer, video, scaler=None, autocast=Non
         out = student(video, masked)
         loss = (2 - 2 * (out * targets).sum(dim=-1)).mean()
     optimizer.zero_grad()
-    if scaler is not None:
+    if scaler is not None:  # the official NativeScalerWithGradNormCount: unscale, norm, step, update
         scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    grads = [p.grad.detach() for p in student.parameters() if p.grad is not None]
+    torch.norm(torch.stack([torch.norm(g, 2.0) for g in grads]), 2.0)  # official get_grad_norm_, every step
+    if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         optimizer.step()
     return loss
 
@@ -225,23 +230,18 @@ def umt_components(device: str, precision: str, batch: int):
 
     optimizer = build_adamw(student, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), eps=1e-8)
     student, optimizer = accelerator.prepare(student, optimizer)
-    return distill.Components(recipe, None, accelerator, student, teacher, optimizer, None, None, None, None)
+    plan = distill.Plan(global_batch=batch, steps_per_epoch=1, total_steps=10, warmup_steps=0, peak_lr=1e-4,
+                        final_lr=1e-5)  # fmt: skip
+    return distill.Components(recipe, None, accelerator, student, teacher, optimizer, None, None, plan, None)
 
 
 def umt_step(c, video, index):
+    """The stage's own optimizer step: lr, teacher, masking, student, loss, backward, grad norm, AdamW."""
     from umt_cli.data.loaders import ClipBatch
+    from umt_cli.stages import distill
 
-    out = distill_step(c, ClipBatch(video, torch.zeros(len(index)), index), epoch=0)
-    c.accelerator.backward(out.total)
-    c.optimizer.step()
-    c.optimizer.zero_grad(set_to_none=True)
-    return out.total
-
-
-def distill_step(c, batch, epoch):
-    from umt_cli.stages.distill import step
-
-    return step(c, batch, epoch)
+    batch = ClipBatch(video, torch.zeros(len(index)), index)
+    return distill._optimizer_step(c, iter([batch]), 0, distill._Progress())["loss"]
 
 
 # --- measuring -------------------------------------------------------------------------------------------------------

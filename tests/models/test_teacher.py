@@ -278,3 +278,29 @@ def test_open_clip_gelu_models_and_bad_sources_are_refused(tmp_path: Path) -> No
         build_teacher("clip-tiny", weights=f"open_clip:{name}:{tmp_path / 'absent.pt'}", return_layers=K)
     with pytest.raises(CheckpointError, match="open_clip:<model-name>"):
         build_teacher("clip-tiny", weights="open_clip:ViT-B-16", return_layers=K)
+
+
+@pytest.mark.parametrize("kind", ["per_frame", "tube", "random", "all"])
+@pytest.mark.parametrize("return_layers", [1, 3])
+def test_deferred_last_block_gives_the_same_targets(kind, return_layers):
+    """Finishing the last block on the visible tokens only equals running it on every token, then gathering."""
+    from umt_cli.masking.functional import attention_visible, random_visible, tube_visible
+    from umt_cli.masking.gather import gather_visible
+    from umt_cli.models.teacher import build_teacher
+
+    teacher = build_teacher("clip-tiny", weights="random", return_layers=return_layers, seed=3)
+    video = torch.randn(2, 3, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    full = teacher.encode(video)
+    deferred = teacher.encode(video, defer_last=True)
+    torch.testing.assert_close(deferred.cls_attn, full.cls_attn, rtol=0, atol=1e-6)
+    assert deferred.hidden.shape[0] == return_layers - 1 and deferred.pending is not None
+    g = torch.Generator().manual_seed(1)
+    visible = {
+        "per_frame": lambda: attention_visible(full.cls_attn, 0.75, generators=g),
+        "tube": lambda: tube_visible(2, 4, 16, 0.5, generators=g),
+        "random": lambda: random_visible(2, 4, 16, 0.7, generators=g),
+        "all": lambda: torch.ones(2, 64, dtype=torch.bool),
+    }[kind]()
+    expected = teacher.project(gather_visible(full.hidden, visible))
+    torch.testing.assert_close(teacher.targets(deferred, visible), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(teacher.targets(full, visible), expected, rtol=0, atol=0)

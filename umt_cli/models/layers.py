@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from umt_cli.masking.gather import gather_visible
+
 __all__ = ["sinusoid_table", "select_visible", "DropPath", "PatchEmbed3D", "Attention", "Mlp", "Block"]
 
 LN_EPS = 1e-6  # every LayerNorm of the student ViT
@@ -38,7 +40,7 @@ def sinusoid_table(n: int, dim: int) -> Tensor:
 
 
 def select_visible(x: Tensor, visible: Tensor | None) -> Tensor:
-    """Keep the visible tokens of every sample, in ascending position order.
+    """Keep the visible tokens of every sample, in ascending position order (`masking.gather_visible`).
 
     Args:
         x: (B, N, D) tokens.
@@ -46,19 +48,8 @@ def select_visible(x: Tensor, visible: Tensor | None) -> Tensor:
 
     Returns:
         (B, Nv, D); `x` itself when `visible` is None.
-
-    Raises:
-        ValueError: `visible` has the wrong shape or dtype, or rows keep different numbers of tokens.
     """
-    if visible is None:
-        return x
-    batch, tokens = x.shape[:2]
-    if visible.dtype != torch.bool or visible.shape != (batch, tokens):
-        raise ValueError(f"visible must be bool ({batch}, {tokens}), got {visible.dtype} {tuple(visible.shape)}")
-    counts = visible.sum(dim=1)  # (B,)
-    if bool((counts != counts[:1]).any()):
-        raise ValueError(f"every sample must keep the same number of tokens, got {sorted(set(counts.tolist()))}")
-    return x[visible].reshape(batch, -1, x.shape[-1])  # (B, Nv, D)
+    return x if visible is None else gather_visible(x, visible)
 
 
 class DropPath(nn.Module):
@@ -88,12 +79,24 @@ class PatchEmbed3D(nn.Module):
 
     def __init__(self, *, patch_size: int, tubelet: int, dim: int, in_chans: int = 3) -> None:
         super().__init__()
+        self.patch_size, self.tubelet = patch_size, tubelet
         kernel = (tubelet, patch_size, patch_size)
         self.proj = nn.Conv3d(in_chans, dim, kernel_size=kernel, stride=kernel, bias=True)
 
-    def forward(self, video: Tensor) -> Tensor:
-        """Embed (B, C, T·tubelet, H·p, W·p) pixels into (B, N, D) tokens."""
-        return rearrange(self.proj(video), "b d t h w -> b (t h w) d")  # (B, N, D), a view
+    def forward(self, video: Tensor, visible: Tensor | None = None) -> Tensor:
+        """Embed (B, C, T·tubelet, H·p, W·p) pixels into (B, N, D) tokens, or only the visible ones (B, Nv, D).
+
+        With a mask, the kept patches are cut out and projected with the convolution's weights as one matrix
+        product, so the ~80 % hidden patches cost nothing (forward or weight gradient); same numbers as the
+        convolution to float rounding.
+        """
+        if visible is None:
+            return rearrange(self.proj(video), "b d t h w -> b (t h w) d")  # (B, N, D), a view
+        patches = rearrange(
+            video, "b c (t u) (h p) (w q) -> b (t h w) (c u p q)", u=self.tubelet, p=self.patch_size, q=self.patch_size
+        )  # (B, N, C·u·p·p)
+        weight = self.proj.weight.flatten(1)  # (D, C·u·p·p), the same (c, u, p, q) order
+        return F.linear(select_visible(patches, visible), weight, self.proj.bias)  # (B, Nv, D)
 
 
 class Attention(nn.Module):

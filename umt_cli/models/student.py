@@ -103,12 +103,14 @@ class VideoViT(nn.Module):
         Returns:
             `StudentOutput` with `layers` (K, B, Nv, D).
         """
-        x = self.patch_embed(video)  # (B, N, D)
-        if x.shape[1] != self.num_tokens:
-            raise ValueError(
-                f"video {tuple(video.shape)} gives {x.shape[1]} tokens, the model expects {self.num_tokens}"
-            )
-        x = select_visible(x + self.pos_embed.to(x.dtype), visible)  # (B, Nv, D)
+        if video.ndim != 5:
+            raise ValueError(f"expected a (B, C, T, H, W) video, got {tuple(video.shape)}")
+        grid = self.patch_embed.patch_size
+        tokens = video.shape[2] // self.patch_embed.tubelet * (video.shape[3] // grid) * (video.shape[4] // grid)
+        if tokens != self.num_tokens:
+            raise ValueError(f"video {tuple(video.shape)} gives {tokens} tokens, the model expects {self.num_tokens}")
+        pos = self.pos_embed.to(video.dtype).expand(video.shape[0], -1, -1)  # (B, N, D)
+        x = self.patch_embed(video, visible) + select_visible(pos, visible)  # (B, Nv, D)
         taps = set(self.tap_indices)
         layers = []
         for index, block in enumerate(self.blocks):

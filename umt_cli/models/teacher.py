@@ -24,12 +24,14 @@ from torch import Tensor, nn
 
 from umt_cli.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from umt_cli.errors import CheckpointError
+from umt_cli.masking.gather import gather_visible
 from umt_cli.models.convert import load_strict, read_checkpoint, split_clip_visual, unwrap_state_dict
 from umt_cli.models.presets import TEACHER_GEOMETRY
 
 __all__ = [
     "TeacherOutput",
     "TeacherHidden",
+    "DeferredBlock",
     "ClipTeacher",
     "resize_positional_embedding",
     "TEACHER_PRESETS",
@@ -45,13 +47,34 @@ class TeacherHidden:
     """The teacher's tapped layers before the output projection.
 
     Attributes:
-        hidden: (K, B, N, Dt) patch tokens of the tapped blocks (CLS dropped), (t, h, w) order, ascending blocks.
+        hidden: (K, B, N, Dt) patch tokens of the tapped blocks (CLS dropped), (t, h, w) order, ascending blocks;
+            (K - 1, B, N, Dt) when the last block is `pending`.
         cls_attn: (B, T, HW) last block's softmax CLS -> patch attention averaged over heads, on the full frame;
             rows sum to 1 minus the CLS -> CLS mass (no renormalisation).
+        pending: The last block, deferred until the mask is known (`encode(defer_last=True)`), else None.
     """
 
     hidden: Tensor
     cls_attn: Tensor
+    pending: DeferredBlock | None = None
+
+
+@dataclass(frozen=True)
+class DeferredBlock:
+    """The last block with its attention keys and values computed but its outputs not yet: once the mask is known
+    (it depends on this block's CLS attention), `ClipTeacher.targets` finishes it for the visible tokens only,
+    which skips ~80 % of the last block's queries, attention outputs and MLP.
+
+    Attributes:
+        x: (BT, L, Dt) the block's input (residual stream), CLS first.
+        normed: (BT, L, Dt) `ln_1(x)`.
+        k: (BT, h, L, d) keys; v: (BT, h, L, d) values.
+    """
+
+    x: Tensor
+    normed: Tensor
+    k: Tensor
+    v: Tensor
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,24 @@ class ClipAttention(nn.Module):
         out = self.out_proj(rearrange(out, "n h l d -> n l (h d)"))  # (BT, L, Dt)
         return out, (cls_attention(q[:, :, :1], k) if cls_attn else None)
 
+    def queries(self, x: Tensor) -> Tensor:
+        """(BT, Lq, Dt) normalised tokens -> (BT, h, Lq, d) queries (the first third of the packed projection)."""
+        width = x.shape[-1]
+        q = F.linear(x, self.in_proj_weight[:width], self.in_proj_bias[:width])  # (BT, Lq, Dt)
+        return rearrange(q, "n l (h d) -> n h l d", h=self.heads)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(BT, L, Dt) normalised tokens -> keys and values, each (BT, h, L, d)."""
+        width = x.shape[-1]
+        kv = F.linear(x, self.in_proj_weight[width:], self.in_proj_bias[width:])  # (BT, L, 2Dt)
+        k, v = rearrange(kv, "n l (two h d) -> two n h l d", two=2, h=self.heads)
+        return k, v
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Queries (BT, h, Lq, d) over keys/values (BT, h, L, d) -> (BT, Lq, Dt) after `out_proj`."""
+        out = F.scaled_dot_product_attention(q, k, v)  # (BT, h, Lq, d)
+        return self.out_proj(rearrange(out, "n h l d -> n l (h d)"))
+
 
 def cls_attention(q_cls: Tensor, k: Tensor) -> Tensor:
     """Softmax attention of the CLS query, averaged over heads, on the patch keys (CLS key dropped).
@@ -173,6 +214,26 @@ class ResidualAttentionBlock(nn.Module):
         # may be a tap, is left untouched.
         x = attended.add_(x)  # (BT, L, Dt)
         return self.mlp(self.ln_2(x)).add_(x), attn  # (BT, L, Dt)
+
+    def begin(self, x: Tensor) -> tuple[DeferredBlock, Tensor]:
+        """Keys, values and the CLS attention of this block, leaving its outputs for `finish`.
+
+        Returns:
+            The deferred block, and (BT, HW) CLS -> patch attention.
+        """
+        normed = self.ln_1(x)  # (BT, L, Dt)
+        k, v = self.attn.keys_values(normed)  # (BT, h, L, d) each
+        cls = cls_attention(self.attn.queries(normed[:, :1]), k)  # (BT, HW)
+        return DeferredBlock(x=x, normed=normed, k=k, v=v), cls
+
+    def finish(self, state: DeferredBlock, rows: Tensor | None) -> Tensor:
+        """The block's outputs (BT, Lq, Dt) at token positions `rows` (BT, Lq) (CLS = 0), or all when None."""
+        x, normed = state.x, state.normed
+        if rows is not None:
+            index = rows.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # (BT, Lq, Dt)
+            x, normed = x.gather(1, index), normed.gather(1, index)
+        out = self.attn.attend(self.attn.queries(normed), state.k, state.v).add_(x)  # (BT, Lq, Dt)
+        return self.mlp(self.ln_2(out)).add_(out)
 
 
 class ClipTransformer(nn.Module):
@@ -267,26 +328,61 @@ class ClipTeacher(nn.Module):
         hidden = self.encode(video)
         return TeacherOutput(features=self.project(hidden.hidden), cls_attn=hidden.cls_attn)
 
-    def encode(self, video: Tensor) -> TeacherHidden:
+    def encode(self, video: Tensor, *, defer_last: bool = False) -> TeacherHidden:
         """Run the tower and keep the tapped layers' patch tokens, before `ln_post`/`proj`.
 
         Args:
             video: (B, 3, T, H, W) the student's clip (ImageNet-normalised).
+            defer_last: Stop the last block after its keys, values and CLS attention (`TeacherHidden.pending`);
+                `targets` finishes it for the visible tokens only.
 
         Returns:
-            `TeacherHidden` with hidden (K, B, N, Dt) and cls_attn (B, T, HW).
+            `TeacherHidden` with hidden (K, B, N, Dt) (K - 1 layers when deferring) and cls_attn (B, T, HW).
         """
         frames = self._prepare_input(video)  # (B, 3, T, S, S)
         batch = frames.shape[0]
         x = self._embed(frames)  # (BT, L, Dt)
         taps, blocks = set(self.tap_indices), self.transformer.resblocks
-        layers, attn = [], None
+        layers, attn, pending = [], None, None
         for index, block in enumerate(blocks):
-            x, attn = block(x, cls_attn=index == len(blocks) - 1)  # (BT, L, Dt)
+            last = index == len(blocks) - 1
+            if last and defer_last:
+                pending, attn = block.begin(x)
+                break
+            x, attn = block(x, cls_attn=last)  # (BT, L, Dt)
             if index in taps:
                 layers.append(x[:, 1:])  # (BT, HW, Dt), a view: stacking below is the only copy
-        hidden = rearrange(torch.stack(layers), "k (b t) n c -> k b (t n) c", b=batch)  # (K, B, N, Dt)
-        return TeacherHidden(hidden=hidden, cls_attn=rearrange(attn, "(b t) n -> b t n", b=batch))  # (B, T, HW)
+        if layers:
+            hidden = rearrange(torch.stack(layers), "k (b t) n c -> k b (t n) c", b=batch)  # (K, B, N, Dt)
+        else:
+            hidden = x.new_empty((0, batch, x.shape[0] // batch * (x.shape[1] - 1), x.shape[2]))
+        cls_attn = rearrange(attn, "(b t) n -> b t n", b=batch)  # (B, T, HW)
+        return TeacherHidden(hidden=hidden, cls_attn=cls_attn, pending=pending)
+
+    def targets(self, hidden: TeacherHidden, visible: Tensor) -> Tensor:
+        """Distillation targets at the visible tokens: (K, B, Nv, Ct), l2-normalised.
+
+        Args:
+            hidden: From `encode` (with or without a deferred last block).
+            visible: (B, N) bool, True = kept, the same count in every sample.
+        """
+        done = gather_visible(hidden.hidden, visible)  # (K or K - 1, B, Nv, Dt)
+        if hidden.pending is not None:
+            last = self._finish_last(hidden.pending, visible)  # (1, B, Nv, Dt)
+            done = torch.cat([done, last])
+        return self.project(done)
+
+    def _finish_last(self, pending: DeferredBlock, visible: Tensor) -> Tensor:
+        """The deferred last block's outputs at the visible tokens, (1, B, Nv, Dt)."""
+        block, batch = self.transformer.resblocks[-1], visible.shape[0]
+        per_frame = visible.view(pending.x.shape[0], -1)  # (BT, HW)
+        counts = per_frame.sum(dim=1)
+        if bool((counts == counts[:1]).all()):  # attention and tube masks: the same count in every frame
+            rows = per_frame.nonzero()[:, 1].view(per_frame.shape[0], -1) + 1  # (BT, HWv) positions after CLS
+            out = block.finish(pending, rows)  # (BT, HWv, Dt), ascending positions per frame
+            return rearrange(out, "(b t) n c -> b (t n) c", b=batch).unsqueeze(0)  # (1, B, Nv, Dt)
+        out = rearrange(block.finish(pending, None)[:, 1:], "(b t) n c -> b (t n) c", b=batch)  # (B, N, Dt)
+        return gather_visible(out, visible).unsqueeze(0)  # random masks: per-frame counts differ
 
     def project(self, hidden: Tensor) -> Tensor:
         """`ln_post`, `@ proj` and l2 normalisation, for any subset of tokens (the stage passes the visible ones).

@@ -12,7 +12,6 @@ depend on how many processes share a batch. Only drop path uses the global torch
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from umt_cli.data.loaders import ClipBatch, ShardedSampler, build_loader, iterat
 from umt_cli.errors import DataError, UmtError, UsageError
 from umt_cli.losses.uta import uta_loss
 from umt_cli.masking.functional import attention_visible, invalid_attention_rows, random_visible, tube_visible
-from umt_cli.masking.gather import gather_visible
 from umt_cli.models.convert import load_strict
 from umt_cli.models.student import build_distill_student
 from umt_cli.models.teacher import ClipTeacher, build_teacher
@@ -217,10 +215,10 @@ def step(c: Components, batch: ClipBatch, epoch: int) -> StepOutput:
     """Teacher -> masking -> student on the visible tokens -> UTA loss against the teacher's targets."""
     video = batch.video.to(c.accelerator.device, non_blocking=True)  # (B, C, T, H, W)
     with torch.no_grad(), c.accelerator.autocast():
-        hidden = c.teacher.encode(video)  # hidden (K, B, N, Dt), cls_attn (B, T, HW)
+        hidden = c.teacher.encode(video, defer_last=True)  # K - 1 layers (K-1, B, N, Dt), cls_attn (B, T, HW)
     visible, fallback = make_visible(c.recipe, hidden.cls_attn.float(), batch.index, epoch)  # (B, N)
     with torch.no_grad(), c.accelerator.autocast():
-        targets = c.teacher.project(gather_visible(hidden.hidden, visible))  # (K, B, Nv, Ct), unit vectors
+        targets = c.teacher.targets(hidden, visible)  # (K, B, Nv, Ct) unit vectors; last block on visible tokens
     with c.accelerator.autocast():
         predicted = c.student(video, visible)  # (K, B, Nv, Ct), unit vectors
     loss_cfg = c.recipe.loss
@@ -273,9 +271,12 @@ def _optimizer_step(c: Components, batches: Iterator[ClipBatch], epoch: int, p: 
 
 
 def _clip(c: Components) -> Tensor:
-    """Clip the gradient norm when `optim.grad_clip` is set; always return the norm (before clipping)."""
-    max_norm = c.recipe.optim.grad_clip or math.inf
-    return c.accelerator.clip_grad_norm_(c.student.parameters(), max_norm)
+    """The gradient norm (before clipping), clipping it to `optim.grad_clip` when that is set."""
+    if c.recipe.optim.grad_clip:
+        return c.accelerator.clip_grad_norm_(c.student.parameters(), c.recipe.optim.grad_clip)
+    c.accelerator.unscale_gradients()  # fp16: measure true gradients (a no-op otherwise)
+    grads = [p.grad for p in c.student.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # one pass, no rescaling pass
 
 
 def _log_values(c: Components, raw: dict[str, float], p: _Progress, health: DataHealth) -> dict[str, float]:
