@@ -93,6 +93,16 @@ class DataHealth:
                 hint="run `umt prepare-data ... --verify` to find and drop bad files",
             )
 
+    def state_dict(self) -> dict[str, object]:
+        """Counters as plain data (checkpoints restore them, so a resumed run reports what an unbroken one would)."""
+        return {"delivered": self.delivered, "by_reason": dict(self.by_reason), "examples": list(self.examples)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore `state_dict()` output."""
+        self.delivered = int(state["delivered"])  # type: ignore[arg-type]
+        self.by_reason = Counter(state["by_reason"])  # type: ignore[arg-type]
+        self.examples = list(state["examples"])  # type: ignore[arg-type]
+
     def summary(self) -> dict[str, object]:
         """Plain counts for logs and metrics files."""
         return {

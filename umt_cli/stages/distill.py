@@ -298,14 +298,16 @@ def _log_values(c: Components, raw: dict[str, float], p: _Progress, health: Data
     }
 
 
-def _save(c: Components, p: _Progress) -> None:
-    """Atomic checkpoint: every process writes its RNG file into the temporary folder, then the main process
-    writes the weights and state, renames the folder into place, points `latest` at it and prunes old ones."""
+def _save(c: Components, p: _Progress, health: DataHealth) -> None:
+    """Atomic checkpoint: every process writes its own file (RNG state, data-health counters) into the temporary
+    folder, then the main process writes the weights and state, renames the folder into place, points `latest`
+    at it and prunes old ones."""
     acc = c.accelerator
     folder = c.run_dir / "checkpoints"
     tmp = ckpt.tmp_checkpoint_dir(folder, p.step)
     acc.wait_for_everyone()
-    ckpt.write_rank_file(tmp, f"rng_rank{acc.process_index}.pt", ckpt.capture_rng())
+    own = {"rng": ckpt.capture_rng(), "data_health": health.state_dict()}
+    ckpt.write_rank_file(tmp, f"rank{acc.process_index}.pt", own)
     acc.wait_for_everyone()
     if acc.is_main_process:
         scaler = acc.scaler.state_dict() if acc.scaler is not None else None
@@ -324,8 +326,9 @@ def _save(c: Components, p: _Progress) -> None:
     acc.wait_for_everyone()
 
 
-def _resume(c: Components, p: _Progress) -> None:
-    """Continue exactly where a checkpoint left off: weights, optimizer, scaler, step, and this process's RNG."""
+def _resume(c: Components, p: _Progress, health: DataHealth) -> None:
+    """Continue exactly where a checkpoint left off: weights, optimizer, scaler, step, and this process's RNG and
+    data-health counters."""
     model_state, state, meta = ckpt.load_checkpoint(c.resume_from)
     changes = recipe_changes(meta["recipe"], c.recipe.model_dump(mode="json"))
     if changes:
@@ -341,10 +344,11 @@ def _resume(c: Components, p: _Progress) -> None:
     c.optimizer.load_state_dict(state["optimizer"])
     if c.accelerator.scaler is not None and state.get("scaler") is not None:
         c.accelerator.scaler.load_state_dict(state["scaler"])
-    rng = ckpt.load_rank_file(c.resume_from, f"rng_rank{c.accelerator.process_index}.pt")
-    if rng is None:
-        raise UsageError(f"{c.resume_from} has no random state for process {c.accelerator.process_index}")
-    ckpt.restore_rng(rng)
+    own = ckpt.load_rank_file(c.resume_from, f"rank{c.accelerator.process_index}.pt")
+    if own is None:
+        raise UsageError(f"{c.resume_from} has no state for process {c.accelerator.process_index}")
+    ckpt.restore_rng(own["rng"])
+    health.load_state_dict(own["data_health"])
     p.step = int(state["step"])
 
 
@@ -354,8 +358,9 @@ def _should_save(c: Components, p: _Progress) -> bool:
     return p.step == c.plan.total_steps or (p.step % every == 0 if every else end_of_epoch)
 
 
-def _train(c: Components, p: _Progress, metrics: MetricsWriter | None, console: ConsoleProgress) -> DataHealth:
-    health = DataHealth(max_fail_ratio=c.recipe.decode.max_fail_ratio)
+def _train(
+    c: Components, p: _Progress, health: DataHealth, metrics: MetricsWriter | None, console: ConsoleProgress
+) -> None:
     c.student.train()
     while p.step < c.plan.total_steps:
         epoch, offset = divmod(p.step, c.plan.steps_per_epoch)
@@ -371,13 +376,12 @@ def _train(c: Components, p: _Progress, metrics: MetricsWriter | None, console: 
                     metrics.write(p.step, {"epoch": epoch, **values})
                 console.update(p.step, values)
             if _should_save(c, p):
-                _save(c, p)
+                _save(c, p, health)
             if p.step >= c.plan.total_steps:
                 break
         batches.close()
         if p.step % c.plan.steps_per_epoch == 0:
             health.check(final=True)
-    return health
 
 
 def _export(c: Components) -> Path:
@@ -407,8 +411,9 @@ def run(
     started = time.monotonic()
     c = setup(recipe, run_dir, resume=resume, overrides=overrides)
     p = _Progress()
+    health = DataHealth(max_fail_ratio=recipe.decode.max_fail_ratio)
     if c.resume_from is not None:
-        _resume(c, p)
+        _resume(c, p, health)
     main = c.accelerator.is_main_process
     metrics = (
         MetricsWriter(run_dir, tensorboard=recipe.log.tensorboard, resume_step=p.step if c.resume_from else None)
@@ -417,7 +422,7 @@ def run(
     )
     console = ConsoleProgress(c.plan.total_steps, p.step, every=recipe.log.every, enabled=main)
     try:
-        health = _train(c, p, metrics, console)
+        _train(c, p, health, metrics, console)
     finally:
         console.close()
         if metrics is not None:
