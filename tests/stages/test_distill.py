@@ -101,3 +101,15 @@ def test_masks_depend_on_the_sample_not_the_batch(synthetic_dir):
     alone, _ = make_visible(recipe, attn[1:2], torch.tensor([9]), epoch=1)
     assert torch.equal(together[1], alone[0])
     assert together.sum(1).tolist() == [4 * (16 - int(16 * 0.8))] * 3
+
+
+@pytest.mark.parametrize(
+    ("override", "code", "words"),
+    [("data.train_list=/no/such/list.csv", 2, "data.train_list"), ("teacher.weights=/no/such.pth", 1, "/no/such.pth")],
+)
+def test_bad_inputs_fail_clearly_before_the_run_directory_is_made(tmp_path, tiny_overrides, override, code, words):
+    run_dir = tmp_path / "run"
+    result = distill(run_dir, [*tiny_overrides, override])
+    assert result.exit_code == code, result.output
+    assert words in result.output
+    assert not run_dir.exists()  # so the same command can simply be run again once fixed

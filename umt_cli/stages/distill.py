@@ -164,14 +164,11 @@ def setup(
     accelerator = _accelerator(recipe)
     check_run_dir(run_dir, resume)  # every process looks before any process writes
     resume_from = ckpt.resolve_resume(run_dir, resume) if resume else None
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and resume_from is None:
-        write_run_files(run_dir, recipe, overrides or [], world_size=accelerator.num_processes)
-    student, teacher = _models(recipe, accelerator.device)
+    if not Path(recipe.data.train_list).is_file():
+        raise UsageError(f"data.train_list: file not found: {recipe.data.train_list}")
+    student, teacher = _models(recipe, accelerator.device)  # bad weights fail here, before the run folder is made
     torch.manual_seed(derive_seed(recipe.run.seed, accelerator.process_index))  # drop path differs per process
     status = run_dir / ".decoding" / f"rank{accelerator.process_index}" if recipe.data.num_workers else None
-    if status is not None:
-        status.mkdir(parents=True, exist_ok=True)
     dataset = build_train_dataset(recipe, status_dir=None if status is None else str(status))
     sampler = ShardedSampler(
         len(dataset),
@@ -189,6 +186,12 @@ def setup(
         timeout_s=recipe.decode.loader_timeout_s,
     )
     plan = make_plan(recipe, len(dataset), accelerator.num_processes)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and resume_from is None:
+        write_run_files(run_dir, recipe, overrides or [], world_size=accelerator.num_processes)
+    accelerator.wait_for_everyone()
+    if status is not None:  # workers name the file they decode here, so a hung decoder can be reported
+        status.mkdir(parents=True, exist_ok=True)
     o = recipe.optim
     optimizer = build_adamw(student, lr=plan.peak_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps)
     student, optimizer = accelerator.prepare(student, optimizer)
