@@ -108,7 +108,7 @@ class RefStudent(nn.Module):
 
     def forward(self, video: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         x = self.encoder.patch_embed.proj(video).flatten(2).transpose(1, 2)
-        x = x + self.pos_embed.type_as(x).clone().detach()
+        x = x + self.pos_embed.type_as(x).to(x.device).clone().detach()
         b, _, c = x.shape
         x = x[~masked].reshape(b, -1, c)
         taps = []
@@ -118,7 +118,7 @@ class RefStudent(nn.Module):
                 taps.append(x)
         self.encoder.norm(x)  # computed (and unused) upstream
         taps = self.encoder.norm(torch.stack(taps))
-        pos = self.clip_pos_embed.repeat(b, 1, 1).type_as(x)[~masked].view(b, -1, c).unsqueeze(0).repeat(K, 1, 1, 1)
+        pos = self.clip_pos_embed.repeat(b, 1, 1).type_as(x).to(x.device)[~masked].view(b, -1, c).unsqueeze(0).repeat(K, 1, 1, 1)
         full = taps + pos
         outs = []
         for i, head in enumerate(self.clip_decoder):
@@ -187,7 +187,7 @@ def reference_step(teacher, student, optimizer, video, scaler=None, autocast=Non
         keep = hw - int(hw * RATIO)
         order = torch.multinomial(attn.float(), hw)
         masked = torch.ones((bt, hw), device=video.device)
-        masked[torch.arange(bt).view(-1, 1).repeat(1, keep), order[:, :keep]] = 0
+        masked[torch.arange(bt, device=video.device).view(-1, 1).repeat(1, keep), order[:, :keep]] = 0
         masked = masked.view(video.shape[0], -1).bool()
         targets = targets[:, ~masked].reshape(K, video.shape[0], -1, targets.shape[-1])
     with autocast():

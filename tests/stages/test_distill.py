@@ -113,3 +113,27 @@ def test_bad_inputs_fail_clearly_before_the_run_directory_is_made(tmp_path, tiny
     assert result.exit_code == code, result.output
     assert words in result.output
     assert not run_dir.exists()  # so the same command can simply be run again once fixed
+
+
+def test_gradient_accumulation_equals_the_large_batch(tmp_path, tiny_overrides):
+    common = [o for o in tiny_overrides if not o.startswith("data.batch_size")]
+    common += ["student.drop_path=0", "schedule.max_steps=2", "log.tensorboard=true"]
+    big, accumulated = tmp_path / "big", tmp_path / "accumulated"
+    assert distill(big, [*common, "data.batch_size=4"]).exit_code == 0
+    assert distill(accumulated, [*common, "data.batch_size=2", "optim.grad_accum=2"]).exit_code == 0
+    a, b = load_file(big / "student.safetensors"), load_file(accumulated / "student.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert [m["loss"] for m in read_metrics(big)] == pytest.approx([m["loss"] for m in read_metrics(accumulated)])
+    assert list((big / "tb").glob("events.out.tfevents.*"))
+
+
+def test_gradient_clipping_logs_the_norm_before_clipping(tmp_path, tiny_overrides):
+    plain, clipped = tmp_path / "plain", tmp_path / "clipped"
+    assert distill(plain, [*tiny_overrides, "schedule.max_steps=2"]).exit_code == 0
+    assert distill(clipped, [*tiny_overrides, "schedule.max_steps=2", "optim.grad_clip=0.01"]).exit_code == 0
+    first, second = read_metrics(plain), read_metrics(clipped)
+    assert first[0]["grad_norm"] == pytest.approx(second[0]["grad_norm"], rel=1e-6)  # step 1: same weights
+    assert first[0]["grad_norm"] > 0.01
+    a, b = load_file(plain / "student.safetensors"), load_file(clipped / "student.safetensors")
+    assert not torch.equal(a["encoder.blocks.0.attn.qkv.weight"], b["encoder.blocks.0.attn.qkv.weight"])
