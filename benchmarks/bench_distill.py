@@ -118,7 +118,8 @@ class RefStudent(nn.Module):
                 taps.append(x)
         self.encoder.norm(x)  # computed (and unused) upstream
         taps = self.encoder.norm(torch.stack(taps))
-        pos = self.clip_pos_embed.repeat(b, 1, 1).type_as(x).to(x.device)[~masked].view(b, -1, c).unsqueeze(0).repeat(K, 1, 1, 1)
+        pos = self.clip_pos_embed.repeat(b, 1, 1).type_as(x).to(x.device)[~masked].view(b, -1, c)
+        pos = pos.unsqueeze(0).repeat(K, 1, 1, 1)
         full = taps + pos
         outs = []
         for i, head in enumerate(self.clip_decoder):
