@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ def _render_table(model: BaseModel, path: list[str], lines: list[str], *, explai
         if value is None:
             lines.append(f"# {name} = (unset)")
         else:
-            lines.append(tomli_w.dumps({name: _plain(value, absolute)}).rstrip("\n"))
+            lines.append(f"{name} = {_value(_plain(value, absolute))}")
     for name, value in tables:
         lines.append("")
         if explain:
@@ -40,12 +42,36 @@ def _render_table(model: BaseModel, path: list[str], lines: list[str], *, explai
         _render_table(value, [*path, name], lines, explain=explain, absolute=absolute)
 
 
+def _value(value: Any) -> str:
+    """A TOML value on one line (tomli_w spreads arrays over several lines)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
+
+
 def _comment(doc: str | None, annotation: Any, default: Any) -> list[str]:
     text = " ".join((doc or "").split())
     if annotation is not None:
-        kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        text += f" [{kind}" + ("" if default is None or _is_undefined(default) else f"; default {default!r}") + "]"
+        shown = "" if default is None or _is_undefined(default) else f"; default {_plain(default, False)!r}"
+        text += f" [{_type_name(annotation)}{shown}]"
     return [f"# {line}" for line in textwrap.wrap(text, 116)] if text else []
+
+
+def _type_name(annotation: Any) -> str:
+    """Readable type: `one of a, b` for literals, `X or unset` for optionals, `path`, `list of float`..."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        named = [_type_name(a) for a in args if a is not type(None)]
+        return " | ".join(named) + (" or unset" if type(None) in args else "")
+    if origin in (tuple, list):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if annotation is Path:
+        return "path"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _is_undefined(value: Any) -> bool:

@@ -34,6 +34,7 @@ class DistillRecipe(Recipe):
     """Stage 1: distil a video student from a frozen CLIP teacher on the tokens its attention keeps."""
 
     stage: Literal["distill"] = "distill"
+    """The command this recipe is for: `umt distill`."""
     data: DataSection
     """Training clips."""
     decode: DecodeSection = DecodeSection()
@@ -104,6 +105,7 @@ class PrepareDataRecipe(Recipe):
     """Inputs of `umt prepare-data`: which data set to build and where."""
 
     stage: Literal["prepare-data"] = "prepare-data"
+    """The command this recipe is for: `umt prepare-data`."""
     source: DataSource
     """The data set (`kind`: kinetics710, synthetic or video-text)."""
 
