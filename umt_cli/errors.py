@@ -41,7 +41,7 @@ class CheckpointError(UmtError):
 
 def format_problem(key: str, message: str, value: object) -> str:
     """One readable line per recipe problem: `key: message (given: value)`."""
-    given = "" if value is _MISSING else f" (given: {value!r})"
+    given = "" if value is MISSING else f" (given: {value!r})"
     return f"  {key or '<root>'}: {message}{given}"
 
 
@@ -50,8 +50,8 @@ class _Missing:
         return "<missing>"
 
 
-_MISSING = _Missing()
-MISSING = _MISSING
+MISSING = _Missing()
+"""Marks a problem with no given value (a missing key, a cross-field check)."""
 
 
 def exit_code_for(error: BaseException) -> int:

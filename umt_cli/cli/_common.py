@@ -65,8 +65,10 @@ def recipe_table(recipe: str | Path | None, default: dict[str, Any] | None = Non
     return read_toml(path), str(path)
 
 
-def validate_table(table: dict[str, Any], source: str, overrides: list[str], expect: type[Recipe]) -> Recipe:
-    """Merge overrides into a parsed recipe and validate it against the stage a command needs."""
+def validate_table(
+    table: dict[str, Any], source: str, overrides: list[str], expect: type[Recipe] | None = None
+) -> Recipe:
+    """Merge overrides into a parsed recipe and validate it (against the stage a command needs, if given)."""
     return validate_recipe(apply_overrides(table, overrides), source, expect)
 
 

@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from umt_cli.cli._common import guard, recipe_table
+from umt_cli.cli._common import guard, recipe_table, validate_table
 from umt_cli.errors import UsageError
 from umt_cli.recipe.catalog import resolve_recipe, shipped_recipes
-from umt_cli.recipe.load import apply_overrides, validate_recipe
 
 app = typer.Typer(no_args_is_help=True, help="Browse, explain, check and copy recipes.")
 
@@ -50,8 +49,7 @@ def show(
         return
     from umt_cli.recipe.render import render_toml
 
-    table, source = recipe_table(recipe)
-    typer.echo(render_toml(validate_recipe(apply_overrides(table, overrides or []), source), explain=explain), nl=False)
+    typer.echo(render_toml(validate_table(*recipe_table(recipe), overrides or []), explain=explain), nl=False)
 
 
 @app.command("validate")
@@ -59,7 +57,7 @@ def show(
 def validate(recipe: RecipeArg, overrides: Overrides = None) -> None:
     """Check a recipe (with overrides); exit 2 and list every problem by its dotted key if it is invalid."""
     table, source = recipe_table(recipe)
-    parsed = validate_recipe(apply_overrides(table, overrides or []), source)
+    parsed = validate_table(table, source, overrides or [])
     typer.echo(f"ok: {source} (stage = {parsed.stage!r}, schema_version = {parsed.schema_version})")
 
 

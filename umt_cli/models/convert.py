@@ -7,7 +7,6 @@ told from tell-tale keys, and every load is strict: a mismatch raises `Checkpoin
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 import zipfile
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from umt_cli.errors import CheckpointError
+from umt_cli.utils.files import sha256_file
 
 if TYPE_CHECKING:
     from umt_cli.models.student import DistillStudent
@@ -48,15 +48,6 @@ KINDS = (
 )
 _SHOWN = 5  # keys named in an error message
 _log = logging.getLogger(__name__)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict:

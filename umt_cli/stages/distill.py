@@ -12,6 +12,7 @@ depend on how many processes share a batch. Only drop path uses the global torch
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,7 +96,6 @@ class _Progress:
     data_wait: float = 0.0
     step_time: float = 0.0
     last_loss: float = float("nan")
-    fallback_rows: int = 0
 
 
 # --- setup ----------------------------------------------------------------------------------------------------------
@@ -450,7 +450,5 @@ def run(
 
 
 def is_main_process() -> bool:
-    """Whether this process prints summaries (rank 0, or the only process)."""
-    import os
-
+    """Whether this process prints summaries (rank 0 of a launcher, or the only process)."""
     return int(os.environ.get("RANK", "0")) == 0

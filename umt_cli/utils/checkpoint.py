@@ -27,8 +27,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from umt_cli.errors import CheckpointError, UsageError
+from umt_cli.utils.files import atomic_path
 
 __all__ = [
     "MODEL_FILE",
@@ -149,7 +149,7 @@ def finalize_checkpoint(
     _save_durably(state, tmp_dir / STATE_FILE)
     _write_text_durably(tmp_dir / META_FILE, json.dumps({**meta, "step": step}, indent=2) + "\n")
     final_dir = _publish(tmp_dir, checkpoints_dir / _step_name(step))
-    with _sibling_tmp(checkpoints_dir / LATEST_FILE) as tmp_latest:
+    with atomic_path(checkpoints_dir / LATEST_FILE) as tmp_latest:
         _write_text_durably(tmp_latest, final_dir.name + "\n")
     _fsync_dir(checkpoints_dir)
     _prune(checkpoints_dir, step, keep_last=keep_last, keep_every=keep_every)
@@ -166,7 +166,7 @@ def save_weights(path: Path, state_dict: Mapping[str, Tensor], metadata: dict[st
         raise ValueError("safetensors metadata must map str to str; json.dumps structured values first")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _sibling_tmp(path) as tmp:
+    with atomic_path(path) as tmp:
         _save_weights_file(state_dict, tmp, metadata=metadata)
 
 
@@ -350,17 +350,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
-
-
-@contextmanager
-def _sibling_tmp(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; it replaces `path` if the block succeeds and is removed otherwise."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _publish(tmp_dir: Path, final_dir: Path) -> Path:

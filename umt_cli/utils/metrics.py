@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from umt_cli.utils.files import atomic_path
+
 __all__ = ["MetricsWriter", "ConsoleProgress"]
 
 
@@ -27,9 +29,8 @@ class MetricsWriter:
     def _truncate_after(self, step: int) -> None:
         lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
         kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(".tmp-metrics.jsonl")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         """Record the values of one step (numbers, strings)."""

@@ -36,11 +36,14 @@ class _Plain:
 
 
 class _Rich:
+    """Advances a rich task and shows its average rate since the start."""
+
     def __init__(self, bar: Any, task: Any) -> None:
-        self.bar, self.task = bar, task
+        self.bar, self.task, self.start = bar, task, time.monotonic()
 
     def advance(self, n: int = 1) -> None:
-        self.bar.advance(self.task, n)
+        done = self.bar.tasks[0].completed + n
+        self.bar.update(self.task, advance=n, rate=f"{done / max(time.monotonic() - self.start, 1e-9):.1f}/s")
 
 
 @contextmanager
@@ -61,12 +64,4 @@ def progress(description: str, total: int, *, every_s: float = 30.0) -> Iterator
         TimeRemainingColumn(),
     )
     with RichProgress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=total, rate="")
-        start = time.monotonic()
-
-        class _WithRate(_Rich):
-            def advance(self, n: int = 1) -> None:
-                done = bar.tasks[0].completed + n
-                bar.update(task, advance=n, rate=f"{done / max(time.monotonic() - start, 1e-9):.1f}/s")
-
-        yield _WithRate(bar, task)
+        yield _Rich(bar, bar.add_task(description, total=total, rate=""))

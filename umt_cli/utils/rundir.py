@@ -69,9 +69,10 @@ def _git_sha() -> str | None:
 
 def recipe_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two recipe dumps, except the resumable ones."""
+    before, after = _flatten(saved), _flatten(current)
     changes = []
-    for key in sorted(set(_flatten(saved)) | set(_flatten(current))):
-        old, new = _flatten(saved).get(key), _flatten(current).get(key)
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
         if old != new and not key.startswith(RESUMABLE_CHANGES):
             changes.append(f"{key}: {old!r} -> {new!r}")
     return changes

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from umt_cli import __version__
-from umt_cli.data.prepare.encode import atomic_path
 from umt_cli.data.prepare.kinetics_inputs import (
     PRIORITY,
     VERSIONS,
@@ -42,10 +41,10 @@ from umt_cli.data.prepare.kinetics_inputs import (
     index_videos,
     order_classes,
     read_version,
-    sha256_of,
 )
 from umt_cli.errors import DataError
 from umt_cli.recipe.prepare import Kinetics710Source, KineticsVersion
+from umt_cli.utils.files import atomic_path, sha256_file
 
 __all__ = ["EXPECTED_SIZES", "Entry", "VideoList", "prepare_kinetics710"]
 
@@ -314,7 +313,7 @@ def _manifest(
         "umt_version": __version__,
         "options": source.model_dump(mode="json"),
         "inputs": {name: _version_inputs(given[name], versions[name], videos[name]) for name in versions},
-        "label_order": {"source": "label_map", "path": str(label_map), "sha256": sha256_of(label_map)}
+        "label_order": {"source": "label_map", "path": str(label_map), "sha256": sha256_file(label_map)}
         if label_map is not None
         else {"source": "sorted class names"},
         "classes": {"k710": len(classes), **{name: len(rows.classes) for name, rows in versions.items()}},

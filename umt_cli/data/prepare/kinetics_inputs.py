@@ -7,7 +7,6 @@ section 6.2) the moment they are read, so no other code ever sees a K400 spellin
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from umt_cli.errors import DataError, UsageError
 from umt_cli.recipe.prepare import KineticsVersion
+from umt_cli.utils.files import sha256_file
 
 __all__ = [
     "K400_MERGE",
@@ -32,7 +32,6 @@ __all__ = [
     "order_classes",
     "VideoIndex",
     "index_videos",
-    "sha256_of",
 ]
 
 K400_MERGE = {
@@ -159,22 +158,13 @@ def read_version(name: str, version: KineticsVersion) -> VersionRows:
     for path in find_csvs(name, version):
         rows = _read_rows(path)
         by_split = {split: sum(1 for row in rows if row[1] == split) for split in SPLITS}
-        result.csvs.append(CsvInput(path, sha256_of(path), len(rows), by_split))
+        result.csvs.append(CsvInput(path, sha256_file(path), len(rows), by_split))
         for _line, split, youtube_id, label in rows:
             if youtube_id in result.ids[split]:
                 result.repeated_rows += 1
             else:
                 result.ids[split][youtube_id] = label
     return result
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_label_map(path: Path) -> list[tuple[str, int]]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from umt_cli.data.datasets import IMAGE_SUFFIXES
 from umt_cli.data.decode import default_workers
-from umt_cli.data.prepare.encode import atomic_path
 from umt_cli.data.text import clean_caption
 from umt_cli.errors import DataError, UsageError
 from umt_cli.recipe.prepare import VideoTextSource
+from umt_cli.utils.files import atomic_path
 from umt_cli.utils.progress import progress
 
 __all__ = ["read_raw_annotations", "prepare_video_text"]
