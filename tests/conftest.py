@@ -96,5 +96,14 @@ def tiny_overrides(synthetic_dir: Path) -> list[str]:
     ]
 
 
+def strict_json(text: str) -> object:
+    """Parse JSON as strict parsers do: `NaN`, `Infinity` and `-Infinity` are errors."""
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [strict_json(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

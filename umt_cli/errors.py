@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["UmtError", "UsageError", "RecipeError", "DataError", "CheckpointError", "exit_code_for"]
+import errno
+
+__all__ = [
+    "UmtError",
+    "UsageError",
+    "RecipeError",
+    "DataError",
+    "CheckpointError",
+    "exit_code_for",
+    "from_os_error",
+]
 
 
 class UmtError(Exception):
@@ -57,3 +67,22 @@ MISSING = _Missing()
 def exit_code_for(error: BaseException) -> int:
     """The process exit code for an error raised by a command."""
     return getattr(error, "exit_code", 1)
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space (or choose another folder) and run the command again",
+    errno.EDQUOT: "the disk quota is used up: free some space (or choose another folder) and run the command again",
+    errno.EROFS: "that file system is read-only: choose a writable folder",
+    errno.EACCES: "check the permissions of that path, or choose another folder",
+    errno.EPERM: "check the permissions of that path, or choose another folder",
+    errno.EISDIR: "a folder is there where a file is expected",
+    errno.ENOTDIR: "a file is there where a folder is expected",
+}
+
+
+def from_os_error(error: OSError, doing: str | None = None) -> UmtError:
+    """A file-system failure (full disk, read-only file system, permissions...) as one line naming the path."""
+    reason = error.strerror or str(error) or type(error).__name__
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    message = ": ".join(part for part in (doing, where, reason) if part)
+    return UmtError(message, hint=_OS_HINTS.get(error.errno or 0))

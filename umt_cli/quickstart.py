@@ -26,9 +26,9 @@ def _synthetic(data: Path, console: Console) -> Path:
     source = SyntheticSource(out=data)
     manifest = data / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text())["options"] == source.model_dump(mode="json"):
-        console.print(f"[dim]reusing synthetic data in {data}[/dim]")
+        console.print(f"reusing synthetic data in {data}", style="dim", markup=False)
         return data
-    console.print(f"generating the synthetic data set in {data} ...")
+    console.print(f"generating the synthetic data set in {data} ...", markup=False)
     prepare_synthetic(source)
     return data
 

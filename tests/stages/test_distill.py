@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics
+from conftest import read_metrics, strict_json
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -75,9 +75,13 @@ def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path, tiny_overrides, mo
     run_dir = tmp_path / "run"
     result = distill(run_dir, [*tiny_overrides, "checkpoint.every_steps=1"])
     assert result.exit_code == 1
-    assert "non-finite loss at step 3" in result.output
-    assert (run_dir / "nonfinite.json").is_file()
+    assert "non-finite loss (nan) at step 3" in result.output
+    report = strict_json((run_dir / "nonfinite.json").read_text())
+    assert report["step"] == 3 and report["loss"] == "nan"
     assert (run_dir / "checkpoints" / "latest").read_text().strip().endswith("step_000002")
+    hint = " ".join(result.output.split())  # the console wraps long lines
+    assert "step_000002, is kept" in hint and "start a new run directory" in hint
+    assert "run.precision=fp32" not in hint  # this run is already fp32
 
 
 def test_plan_matches_the_official_schedule(synthetic_dir):

@@ -1,5 +1,6 @@
 """Two CPU processes (gloo, launched by torchrun) end with the parameters of one process holding the whole batch."""
 
+import json
 import os
 import socket
 import subprocess
@@ -16,10 +17,11 @@ def free_port() -> str:
         return str(sock.getsockname()[1])
 
 
-def run(command: list[str]) -> None:
+def run(command: list[str]) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_overrides):
@@ -29,11 +31,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, ti
     umt = [sys.executable, "-m", "umt_cli", "distill", "quickstart/distill"]
     run([*umt, *common, "data.batch_size=4", "--run-dir", str(single)])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", free_port()]
-    run([*torchrun, "-m", "umt_cli", "distill", "quickstart/distill", *common, "data.batch_size=2",
-         "--run-dir", str(double)])  # fmt: skip
+    output = run([*torchrun, "-m", "umt_cli", "distill", "quickstart/distill", *common, "data.batch_size=2",
+                  "--run-dir", str(double)])  # fmt: skip
     a, b = load_file(single / "student.safetensors"), load_file(double / "student.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     assert a["encoder.blocks.0.attn.q_bias"].abs().sum() > 0  # q biases start at zero: the runs did train
-    assert Path(double / "summary.json").is_file()
+    summaries = [json.loads(Path(folder / "summary.json").read_text()) for folder in (single, double)]
+    assert summaries[0]["data"] == summaries[1]["data"]  # both processes' clips are counted: 12 loaded
+    assert "12 clips loaded" in summaries[1]["data"]
+    assert output.count("random weights") == 1  # one process speaks for all, in one line
+    assert "warnings.warn" not in output and "build_teacher(" not in output

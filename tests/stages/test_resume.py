@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import read_metrics
+from conftest import read_metrics, strict_json
 from safetensors.torch import load_file
 
 
@@ -54,3 +54,54 @@ def test_resume_refuses_a_changed_recipe(tmp_path, tiny_overrides):
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 2
     assert "optim.lr" in output
+
+
+def distill(run_dir: Path, overrides: list[str], *extra: str):
+    from typer.testing import CliRunner
+
+    from umt_cli.cli.app import app
+
+    args = ["distill", "quickstart/distill", *overrides, "--run-dir", str(run_dir), *extra]
+    return CliRunner().invoke(app, args)
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_ends_as_an_uninterrupted_one(tmp_path, tiny_overrides):
+    overrides = [*tiny_overrides, "checkpoint.every_steps=1", "checkpoint.keep_last=10", "schedule.max_steps=5"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    assert distill(straight, overrides).exit_code == 0
+    assert distill(broken, overrides).exit_code == 0
+    # A full disk cut the last save short; the run died before exporting.
+    newest = broken / "checkpoints" / "step_000005" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    (broken / "student.safetensors").unlink()
+    (broken / "summary.json").unlink()
+
+    result = distill(broken, overrides, "--resume", "auto")
+    assert result.exit_code == 0, result.output
+    assert "warning: skipping checkpoint" in result.output and "step_000005/model.safetensors" in result.output
+    a, b = load_file(straight / "student.safetensors"), load_file(broken / "student.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert [m["loss"] for m in read_metrics(broken)] == [m["loss"] for m in read_metrics(straight)]
+    assert load_file(broken / "checkpoints" / "step_000005" / "model.safetensors").keys() == a.keys()
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "run"
+    assert distill(run_dir, [*tiny_overrides, "schedule.max_steps=2"]).exit_code == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    result = distill(run_dir, [*tiny_overrides, "schedule.max_steps=2"], "--resume", "auto")
+    assert result.exit_code == 0, result.output
+    assert "already finished at step 2" in result.output
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before
+    summary = strict_json((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and isinstance(summary["final_loss"], float)
+
+
+def test_two_identical_runs_write_byte_identical_weights(tmp_path, tiny_overrides):
+    overrides = [*tiny_overrides, "schedule.max_steps=2"]
+    for name in ("a", "b"):
+        assert distill(tmp_path / name, overrides).exit_code == 0
+    assert (tmp_path / "a" / "student.safetensors").read_bytes() == (
+        tmp_path / "b" / "student.safetensors"
+    ).read_bytes()

@@ -200,3 +200,96 @@ def test_capture_and_restore_rng():
     first = torch.rand(5)
     ckpt.restore_rng(state)
     assert torch.equal(torch.rand(5), first)
+
+
+# --- damaged checkpoints, failed saves, reproducible files --------------------------------------------------------
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "state.pt", "meta.json"])
+def test_auto_resume_skips_a_truncated_newest_checkpoint(tmp_path, damaged):
+    for step in (1, 2, 3):
+        save(tmp_path / "checkpoints", step)
+    truncate(tmp_path / "checkpoints" / "step_000003" / damaged)
+    warnings: list[str] = []
+    point = ckpt.open_resume_point(tmp_path, "auto", rank_file="rank0.pt", warn=warnings.append)
+    assert point.path == tmp_path / "checkpoints" / "step_000002"
+    assert torch.equal(point.model_state["w"], torch.full((2,), 2.0)) and point.state["step"] == 2
+    assert len(warnings) == 1 and f"step_000003/{damaged}" in warnings[0]
+    with pytest.raises(CheckpointError, match=f"step_000003/{damaged}"):  # asked for by name: no fallback
+        ckpt.open_resume_point(tmp_path, str(tmp_path / "checkpoints" / "step_000003"), rank_file="r", warn=print)
+
+
+def test_auto_resume_with_no_readable_checkpoint_is_an_error(tmp_path):
+    save(tmp_path / "checkpoints", 1)
+    truncate(tmp_path / "checkpoints" / "step_000001" / "model.safetensors", keep=0.1)
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        ckpt.open_resume_point(tmp_path, "auto", rank_file="rank0.pt", warn=lambda _: None)
+    assert ckpt.open_resume_point(tmp_path / "fresh", "auto", rank_file="rank0.pt", warn=print) is None
+
+
+def test_auto_resume_ignores_steps_beyond_latest(tmp_path):
+    """A run resumed from step 1 and stopped again leaves an older step 3 behind; `latest` (step 2) wins."""
+    for step in (1, 3, 2):
+        save(tmp_path / "checkpoints", step, keep_last=5)
+    point = ckpt.open_resume_point(tmp_path, "auto", rank_file="rank0.pt", warn=print)
+    assert point.path.name == "step_000002"
+
+
+def full_disk_open(real_open):
+    """`open` whose writes land on /dev/full: the kernel's own ENOSPC, raised where a real full disk raises it."""
+
+    def fake(path, mode="r", *args, **kwargs):
+        return real_open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+
+    return fake
+
+
+def test_a_save_on_a_full_disk_fails_naming_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    kept = save(tmp_path, 1)
+    monkeypatch.setattr(ckpt, "open", full_disk_open(builtins.open), raising=False)
+    with pytest.raises(OSError) as failure:
+        save(tmp_path, 2)
+    assert failure.value.errno == errno.ENOSPC
+    assert "step_000002" in str(failure.value.filename)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000001"]  # no .tmp-step_000002
+    assert ckpt.latest_checkpoint(tmp_path) == kept
+
+
+def test_remove_partial_saves(tmp_path):
+    save(tmp_path, 1)
+    (tmp_path / ".tmp-step_000005").mkdir()
+    (tmp_path / ".tmp-step_000005" / "rank0.pt").write_bytes(b"x")
+    (tmp_path / ".tmp-123-latest").write_text("step_000005\n")
+    ckpt.remove_partial_saves(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000001"]
+    ckpt.remove_partial_saves(tmp_path / "missing")  # nothing to do
+
+
+def test_weight_files_are_byte_identical_canonical_and_world_readable(tmp_path):
+    import os
+    import struct
+
+    state = tied_model_state()
+    ckpt.save_weights(tmp_path / "a.safetensors", state, {"b": "1", "a": "2", "c": "3"})
+    ckpt.save_weights(tmp_path / "b.safetensors", dict(reversed(state.items())), {"c": "3", "a": "2", "b": "1"})
+    a, b = (tmp_path / "a.safetensors").read_bytes(), (tmp_path / "b.safetensors").read_bytes()
+    assert a == b
+    (size,) = struct.unpack("<Q", a[:8])
+    assert size % 8 == 0
+    header = json.loads(a[8 : 8 + size])
+    assert list(header) == ["__metadata__", *sorted((k for k in header if k != "__metadata__"),
+                                                    key=lambda k: header[k]["data_offsets"])]  # fmt: skip
+    assert list(header["__metadata__"]) == ["a", "b", "c"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    with safe_open(str(tmp_path / "a.safetensors"), "pt") as handle:
+        assert torch.equal(handle.get_tensor("half"), state["half"])

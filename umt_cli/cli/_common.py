@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
-import json
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-from umt_cli.errors import RecipeError, UmtError
+from umt_cli.errors import RecipeError, UmtError, from_os_error
 from umt_cli.recipe import Recipe
 from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.load import apply_overrides, read_toml, validate_recipe
+from umt_cli.utils.files import write_json
 
 __all__ = ["guard", "load_recipe_or_exit", "recipe_table", "validate_table", "print_summary", "err_console"]
 
@@ -29,32 +31,49 @@ def err_console() -> Any:
 
 
 def guard(command: F) -> F:
-    """Turn `UmtError`s raised by a command into one readable message and the documented exit code."""
+    """Turn failures a user can cause into one readable `error:` line and the documented exit code.
+
+    `UmtError`s carry their own exit code; an `OSError` that reaches here (a full disk, a read-only file system,
+    a folder where a file belongs) is the user's environment, not a bug, so it gets one line naming the path and exits
+    1. Set UMT_DEBUG=1 to see the traceback instead.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
         try:
             return command(*args, **kwargs)
-        except UmtError as error:
-            _report(error)
-            raise typer.Exit(error.exit_code) from None
+        except (UmtError, OSError) as error:
+            if os.environ.get("UMT_DEBUG"):
+                raise
+            umt_error = error if isinstance(error, UmtError) else from_os_error(error)
+            _report(umt_error)
+            raise typer.Exit(umt_error.exit_code) from None
         except KeyboardInterrupt:
-            err_console().print("[red]interrupted[/red]")
+            err_console().print("interrupted", style="red")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings as one `warning:` line: the source line Python prints with them means nothing to a user."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _report(error: UmtError) -> None:
+    """Print an error without interpreting rich markup: paths and key lists may contain `[...]`."""
+    from rich.text import Text
+
     console = err_console()
+    lines = str(error).splitlines() or [type(error).__name__]
     if isinstance(error, RecipeError):
-        console.print(f"[red bold]error:[/] {error.source}: invalid recipe ({len(error.problems)} problem(s))")
-        for line in str(error).splitlines()[1:]:
-            console.print(line, markup=False)
-    else:
-        console.print(f"[red bold]error:[/] {error}", markup=True)
+        lines = [f"{error.source}: invalid recipe ({len(error.problems)} problem(s))", *lines[1:]]
+    console.print(Text.assemble(("error:", "bold red"), " ", lines[0]))
+    for line in lines[1:]:
+        console.print(Text(line))
     if error.hint:
-        console.print(f"[dim]hint: {error.hint}[/dim]")
+        console.print(Text(f"hint: {error.hint}", style="dim"))
 
 
 def recipe_table(recipe: str | Path | None, default: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
@@ -82,13 +101,14 @@ def print_summary(title: str, summary: dict[str, Any], path: Path | None = None)
     """Print a command's closing summary (and write it as JSON when `path` is given)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text  # plain text: values are paths and may contain `[...]`
 
     table = Table(title=title, show_header=False, title_justify="left")
     for key, value in summary.items():
-        table.add_row(str(key), _short(value))
+        table.add_row(Text(str(key)), Text(_short(value)))
     Console(file=sys.stdout, soft_wrap=True).print(table)
     if path is not None:
-        path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(path, summary)
 
 
 def _short(value: Any) -> str:

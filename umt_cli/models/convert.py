@@ -50,7 +50,7 @@ _SHOWN = 5  # keys named in an error message
 _log = logging.getLogger(__name__)
 
 
-def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
+def read_checkpoint(path: str | Path, *, trust: bool = False, how_to_trust: str = f"pass {TRUST_FLAG}") -> dict:
     """Read a checkpoint file into a dict, refusing arbitrary pickles unless trusted.
 
     safetensors files are read directly; `torch.save` files with `weights_only=True` first, and only with
@@ -59,7 +59,8 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
 
     Args:
         path: The file.
-        trust: The user passed `--trust-checkpoint`.
+        trust: The user allowed full unpickling (`--trust-checkpoint`, or a recipe's `trust = true`).
+        how_to_trust: What the user does to allow it, named in the refusal (e.g. "set teacher.trust = true").
 
     Raises:
         CheckpointError: Missing file, a refused pickle or archive, or content that is not a dict.
@@ -70,19 +71,27 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as error:  # SafetensorError (truncated, garbled), OSError (unreadable)
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(error)})") from None
     if _is_torchscript(path):
-        _require_trust(path, trust, "is a TorchScript archive (e.g. an OpenAI CLIP .pt)")
+        _require_trust(path, trust, "is a TorchScript archive (e.g. an OpenAI CLIP .pt)", how_to_trust)
         return dict(torch.jit.load(path, map_location="cpu").state_dict())
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for refused content, RuntimeError/EOFError for broken files
-        _require_trust(path, trust, _weights_only_refusal(error))
+        _require_trust(path, trust, _weights_only_refusal(error), how_to_trust)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as unpickling_error:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({unpickling_error})") from unpickling_error
+            raise CheckpointError(f"{path}: not a readable checkpoint ({_one_line(unpickling_error)})") from None
     return _as_dict(path, obj)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _weights_only_refusal(error: BaseException) -> str:
@@ -96,20 +105,20 @@ def _weights_only_refusal(error: BaseException) -> str:
 
 
 def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):  # not a zip, or a damaged one: torch.load names the problem
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
-def _require_trust(path: Path, trust: bool, reason: str) -> None:
-    """Raise a `CheckpointError` naming the trust flag, unless the user trusts the file (then log its sha256)."""
+def _require_trust(path: Path, trust: bool, reason: str, how_to_trust: str) -> None:
+    """Raise a `CheckpointError` saying how to trust the file, unless the user does (then log its sha256)."""
     if trust:
         _log.warning("loading %s with full unpickling (trusted); sha256 %s", path, sha256_file(path))
         return
     raise CheckpointError(
-        f"{path} {reason}. Loading it fully can execute arbitrary code: pass {TRUST_FLAG} only if you trust it.",
-        hint=f"pass {TRUST_FLAG} (or `trust = true` in the recipe section naming the file) to load it anyway",
+        f"{path} {reason}. Loading it fully can execute arbitrary code: {how_to_trust} only if you trust it."
     )
 
 

@@ -496,6 +496,7 @@ def build_teacher(
     return_layers: int,
     seed: int = 0,
     trust: bool = False,
+    how_to_trust: str = "set teacher.trust = true",
 ) -> ClipTeacher:
     """Build a frozen teacher and load its weights.
 
@@ -507,7 +508,8 @@ def build_teacher(
         input_norm: "imagenet" (upstream) or "clip".
         return_layers: K.
         seed: Seed of the `"random"` init.
-        trust: Allow full unpickling (`--trust-checkpoint`).
+        trust: Allow full unpickling of a pickled weights file.
+        how_to_trust: What the user does to allow it, named when a pickled file is refused.
 
     Raises:
         ValueError: Unknown arch.
@@ -524,18 +526,20 @@ def build_teacher(
         warnings.warn(f"teacher {arch} has random weights (untrained): only for tests and the quickstart", stacklevel=2)
         teacher.init_weights(generator=torch.Generator().manual_seed(seed))
     else:
-        teacher.load_clip_state_dict(clip_visual_state_dict(weights, trust=trust))
+        teacher.load_clip_state_dict(clip_visual_state_dict(weights, trust=trust, how_to_trust=how_to_trust))
     return teacher
 
 
-def clip_visual_state_dict(weights: str, *, trust: bool = False) -> dict[str, Tensor]:
+def clip_visual_state_dict(
+    weights: str, *, trust: bool = False, how_to_trust: str = "set teacher.trust = true"
+) -> dict[str, Tensor]:
     """Read a CLIP visual tower from a file or `open_clip:<model>:<pretrained>`, `visual.` stripped.
 
     The keys of a full CLIP state dict that are left out (text tower, logit scale) are reported with a warning.
     """
     if weights.startswith("open_clip:"):
         return open_clip_visual_state_dict(*_split_open_clip(weights))
-    state_dict = unwrap_state_dict(read_checkpoint(Path(weights), trust=trust))
+    state_dict = unwrap_state_dict(read_checkpoint(Path(weights), trust=trust, how_to_trust=how_to_trust))
     visual, ignored = split_clip_visual(state_dict)
     if ignored:
         warnings.warn(

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from umt_cli import __version__
 from umt_cli.data.datasets import build_train_dataset
 from umt_cli.data.failures import DataHealth
 from umt_cli.data.loaders import ClipBatch, ShardedSampler, build_loader, iterate_epoch
-from umt_cli.errors import DataError, UmtError, UsageError
+from umt_cli.errors import CheckpointError, DataError, UmtError, UsageError, from_os_error
 from umt_cli.losses.uta import uta_loss
 from umt_cli.masking.functional import attention_visible, invalid_attention_rows, random_visible, tube_visible
 from umt_cli.models.convert import load_strict
@@ -34,6 +37,7 @@ from umt_cli.models.student import build_distill_student
 from umt_cli.models.teacher import ClipTeacher, build_teacher
 from umt_cli.recipe import DistillRecipe
 from umt_cli.utils import checkpoint as ckpt
+from umt_cli.utils.files import write_json
 from umt_cli.utils.metrics import ConsoleProgress, MetricsWriter
 from umt_cli.utils.optim import build_adamw, cosine_lr, scaled_lr, set_lr
 from umt_cli.utils.rundir import check_run_dir, recipe_changes, write_run_files
@@ -76,7 +80,7 @@ class Components:
     sampler: ShardedSampler
     loader: torch.utils.data.DataLoader
     plan: Plan
-    resume_from: Path | None
+    resume_from: ckpt.ResumePoint | None  # the checkpoint read in full, or None for a fresh run
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class _Progress:
     step: int = 0
     data_wait: float = 0.0
     step_time: float = 0.0
-    last_loss: float = float("nan")
+    last_loss: float | None = None  # the last logged loss (None until one is logged)
 
 
 # --- setup ----------------------------------------------------------------------------------------------------------
@@ -132,17 +136,21 @@ def make_plan(recipe: DistillRecipe, num_clips: int, world_size: int) -> Plan:
     )
 
 
-def _models(recipe: DistillRecipe, device: torch.device) -> tuple[torch.nn.Module, ClipTeacher]:
+def _models(recipe: DistillRecipe, device: torch.device, *, main: bool) -> tuple[torch.nn.Module, ClipTeacher]:
     s, t = recipe.student, recipe.teacher
-    teacher = build_teacher(
-        t.arch,
-        weights=t.weights,
-        input_size=t.input_size,
-        input_norm=t.input_norm,
-        return_layers=s.align_layers,
-        seed=derive_seed(recipe.run.seed, 0x7EAC),
-        trust=t.trust,
-    ).to(device)
+    with warnings.catch_warnings():
+        if not main:  # every process builds the same models: let one of them say what it noticed
+            warnings.simplefilter("ignore")
+        teacher = build_teacher(
+            t.arch,
+            weights=t.weights,
+            input_size=t.input_size,
+            input_norm=t.input_norm,
+            return_layers=s.align_layers,
+            seed=derive_seed(recipe.run.seed, 0x7EAC),
+            trust=t.trust,
+            how_to_trust="set teacher.trust = true (in the recipe, or the override teacher.trust=true)",
+        ).to(device)
     torch.manual_seed(recipe.run.seed)  # identical initial student weights on every process
     student = build_distill_student(
         s.preset,
@@ -162,11 +170,14 @@ def setup(
 ) -> Components:
     """Build the accelerator, models, data and optimizer; prepare the run directory (or find the resume point)."""
     accelerator = _accelerator(recipe)
+    main = accelerator.is_main_process
     check_run_dir(run_dir, resume)  # every process looks before any process writes
-    resume_from = ckpt.resolve_resume(run_dir, resume) if resume else None
+    resume_from = ckpt.open_resume_point(
+        run_dir, resume, rank_file=f"rank{accelerator.process_index}.pt", warn=_warn if main else lambda _: None
+    )
     if not Path(recipe.data.train_list).is_file():
         raise UsageError(f"data.train_list: file not found: {recipe.data.train_list}")
-    student, teacher = _models(recipe, accelerator.device)  # bad weights fail here, before the run folder is made
+    student, teacher = _models(recipe, accelerator.device, main=main)
     torch.manual_seed(derive_seed(recipe.run.seed, accelerator.process_index))  # drop path differs per process
     status = run_dir / ".decoding" / f"rank{accelerator.process_index}" if recipe.data.num_workers else None
     dataset = build_train_dataset(recipe, status_dir=None if status is None else str(status))
@@ -186,14 +197,17 @@ def setup(
         timeout_s=recipe.decode.loader_timeout_s,
     )
     plan = make_plan(recipe, len(dataset), accelerator.num_processes)
+    o = recipe.optim
+    optimizer = build_adamw(student, lr=plan.peak_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps)
+    # Everything that can fail on a bad input has been built: only now does the run folder get written.
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process and resume_from is None:
+    if main and resume_from is None:
         write_run_files(run_dir, recipe, overrides or [], world_size=accelerator.num_processes)
+    if main:
+        ckpt.remove_partial_saves(run_dir / "checkpoints")
     accelerator.wait_for_everyone()
     if status is not None:  # workers name the file they decode here, so a hung decoder can be reported
         status.mkdir(parents=True, exist_ok=True)
-    o = recipe.optim
-    optimizer = build_adamw(student, lr=plan.peak_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps)
     student, optimizer = accelerator.prepare(student, optimizer)
     return Components(recipe, run_dir, accelerator, student, teacher, optimizer, sampler, loader, plan, resume_from)
 
@@ -241,13 +255,25 @@ def _check_finite(c: Components, out: StepOutput, step_index: int, batch: ClipBa
         bad = c.accelerator.reduce(bad, reduction="sum")
     if bad.item() == 0:
         return
-    report = {"step": step_index + 1, "loss": float(out.total.detach()), "sample_indices": batch.index.tolist()}
+    loss = float(out.total.detach())
+    report = {"step": step_index + 1, "loss": str(loss), "sample_indices": batch.index.tolist()}
     if c.accelerator.is_main_process:
-        (c.run_dir / "nonfinite.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(c.run_dir / "nonfinite.json", report)
     raise UmtError(
-        f"non-finite loss at step {step_index + 1} (samples {batch.index.tolist()}); details in nonfinite.json",
-        hint="the last good checkpoint is kept; lower optim.lr, set optim.grad_clip, or try run.precision=fp32",
+        f"non-finite loss ({loss}) at step {step_index + 1} (samples {batch.index.tolist()}); "
+        f"details in {c.run_dir / 'nonfinite.json'}",
+        hint=_nonfinite_hint(c),
     )
+
+
+def _nonfinite_hint(c: Components) -> str:
+    """What to do about a non-finite loss, true to this run: what is kept, and what a new run could change."""
+    kept = ckpt.latest_checkpoint(c.run_dir)
+    where = f"the last good checkpoint, {kept}, is kept" if kept else "no checkpoint had been written yet"
+    fixes = ["a lower optim.lr", "optim.grad_clip"]
+    if c.recipe.run.precision != "fp32":
+        fixes.append("run.precision=fp32")
+    return f"{where}; a changed recipe cannot resume, so start a new run directory with {', '.join(fixes)}"
 
 
 def _optimizer_step(c: Components, batches: Iterator[ClipBatch], epoch: int, p: _Progress) -> dict[str, float]:
@@ -304,55 +330,83 @@ def _log_values(c: Components, raw: dict[str, float], p: _Progress, health: Data
 def _save(c: Components, p: _Progress, health: DataHealth) -> None:
     """Atomic checkpoint: every process writes its own file (RNG state, data-health counters) into the temporary
     folder, then the main process writes the weights and state, renames the folder into place, points `latest`
-    at it and prunes old ones."""
+    at it and prunes old ones. A failed save (a full disk) removes its temporary folder and names what is kept."""
     acc = c.accelerator
     folder = c.run_dir / "checkpoints"
-    tmp = ckpt.tmp_checkpoint_dir(folder, p.step)
-    acc.wait_for_everyone()
-    own = {"rng": ckpt.capture_rng(), "data_health": health.state_dict()}
-    ckpt.write_rank_file(tmp, f"rank{acc.process_index}.pt", own)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        scaler = acc.scaler.state_dict() if acc.scaler is not None else None
-        state = {"step": p.step, "optimizer": c.optimizer.state_dict(), "scaler": scaler}
-        meta = {
-            "step": p.step,
-            "umt_version": __version__,
-            "schema_version": c.recipe.schema_version,
-            "world_size": acc.num_processes,
-            "recipe": c.recipe.model_dump(mode="json"),
-        }
-        model_state = acc.unwrap_model(c.student).state_dict()
-        ckpt.finalize_checkpoint(
-            folder, p.step, model_state=model_state, state=state, meta=meta, keep_last=c.recipe.checkpoint.keep_last
+    try:
+        tmp = ckpt.tmp_checkpoint_dir(folder, p.step)
+        acc.wait_for_everyone()
+        own = {"rng": ckpt.capture_rng(), "data_health": health.state_dict()}
+        ckpt.write_rank_file(tmp, f"rank{acc.process_index}.pt", own)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _write_checkpoint(c, p, folder)
+    except OSError as error:
+        shutil.rmtree(folder / f".tmp-step_{p.step:06d}", ignore_errors=True)
+        kept = ckpt.latest_checkpoint(folder)
+        failure = from_os_error(error, doing=f"saving the checkpoint of step {p.step}")
+        failure.hint = f"{failure.hint or 'fix the cause'}; " + (
+            f"resume with --resume auto from {kept}" if kept else "no earlier checkpoint exists"
         )
+        raise failure from None
     acc.wait_for_everyone()
+
+
+def _write_checkpoint(c: Components, p: _Progress, folder: Path) -> None:
+    """The main process's part of a save: weights, optimizer and scaler state, meta."""
+    acc = c.accelerator
+    scaler = acc.scaler.state_dict() if acc.scaler is not None else None
+    state = {"step": p.step, "optimizer": c.optimizer.state_dict(), "scaler": scaler, "last_loss": p.last_loss}
+    meta = {
+        "step": p.step,
+        "umt_version": __version__,
+        "schema_version": c.recipe.schema_version,
+        "world_size": acc.num_processes,
+        "recipe": c.recipe.model_dump(mode="json"),
+    }
+    model_state = acc.unwrap_model(c.student).state_dict()
+    ckpt.finalize_checkpoint(
+        folder, p.step, model_state=model_state, state=state, meta=meta, keep_last=c.recipe.checkpoint.keep_last
+    )
 
 
 def _resume(c: Components, p: _Progress, health: DataHealth) -> None:
     """Continue exactly where a checkpoint left off: weights, optimizer, scaler, step, and this process's RNG and
     data-health counters."""
-    model_state, state, meta = ckpt.load_checkpoint(c.resume_from)
-    changes = recipe_changes(meta["recipe"], c.recipe.model_dump(mode="json"))
+    point = c.resume_from
+    assert point is not None
+    _check_resumable(c, point)
+    load_strict(c.accelerator.unwrap_model(c.student), point.model_state, what=str(point.path))
+    try:
+        c.optimizer.load_state_dict(point.state["optimizer"])
+        if c.accelerator.scaler is not None and point.state.get("scaler") is not None:
+            c.accelerator.scaler.load_state_dict(point.state["scaler"])
+        ckpt.restore_rng(point.rank_state["rng"])
+        health.load_state_dict(point.rank_state["data_health"])
+        p.step = int(point.state["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{point.path}: training state does not fit this run ({error})") from None
+    p.last_loss = point.state.get("last_loss")
+
+
+def _check_resumable(c: Components, point: ckpt.ResumePoint) -> None:
+    """Refuse a checkpoint made with another recipe or another number of processes."""
+    saved = point.meta.get("recipe")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{point.path / ckpt.META_FILE}: no recipe recorded")
+    changes = recipe_changes(saved, c.recipe.model_dump(mode="json"))
     if changes:
         raise UsageError(
-            f"the recipe differs from the one {c.resume_from} was trained with: " + "; ".join(changes[:8]),
+            f"the recipe differs from the one {point.path} was trained with: " + "; ".join(changes[:8]),
             hint="resume with the run's own recipe.toml, or start a new run directory",
         )
-    if meta.get("world_size", 1) != c.accelerator.num_processes:
+    if point.meta.get("world_size", 1) != c.accelerator.num_processes:
         raise UsageError(
-            f"{c.resume_from} was written by {meta['world_size']} processes; this run has {c.accelerator.num_processes}"
+            f"{point.path} was written by {point.meta.get('world_size')} processes; "
+            f"this run has {c.accelerator.num_processes}"
         )
-    load_strict(c.accelerator.unwrap_model(c.student), model_state, what=str(c.resume_from))
-    c.optimizer.load_state_dict(state["optimizer"])
-    if c.accelerator.scaler is not None and state.get("scaler") is not None:
-        c.accelerator.scaler.load_state_dict(state["scaler"])
-    own = ckpt.load_rank_file(c.resume_from, f"rank{c.accelerator.process_index}.pt")
-    if own is None:
-        raise UsageError(f"{c.resume_from} has no state for process {c.accelerator.process_index}")
-    ckpt.restore_rng(own["rng"])
-    health.load_state_dict(own["data_health"])
-    p.step = int(state["step"])
+    if point.rank_state is None:
+        raise UsageError(f"{point.path} has no state for process {c.accelerator.process_index}")
 
 
 def _should_save(c: Components, p: _Progress) -> bool:
@@ -384,6 +438,7 @@ def _train(
                 break
         batches.close()
         if p.step % c.plan.steps_per_epoch == 0:
+            _report_skipped(c, _all_processes(c, health))
             health.check(final=True)
 
 
@@ -410,13 +465,19 @@ def _export(c: Components) -> Path:
 def run(
     recipe: DistillRecipe, run_dir: Path, *, resume: str | None = None, overrides: list[str] | None = None
 ) -> dict[str, object]:
-    """Train, checkpoint, export; returns the run summary (also written to `summary.json`)."""
+    """Train, checkpoint, export; returns the run summary (also written to `summary.json`).
+
+    Resuming a run that already finished changes nothing and returns its recorded summary.
+    """
     started = time.monotonic()
     c = setup(recipe, run_dir, resume=resume, overrides=overrides)
     p = _Progress()
     health = DataHealth(max_fail_ratio=recipe.decode.max_fail_ratio)
     if c.resume_from is not None:
         _resume(c, p, health)
+        finished = _finished_summary(c, p)
+        if finished is not None:
+            return finished
     main = c.accelerator.is_main_process
     metrics = (
         MetricsWriter(run_dir, tensorboard=recipe.log.tensorboard, resume_step=p.step if c.resume_from else None)
@@ -431,6 +492,7 @@ def run(
         if metrics is not None:
             metrics.close()
     weights = _export(c) if main else None
+    everyone = _all_processes(c, health)
     c.accelerator.wait_for_everyone()
     summary = {
         "run_dir": str(run_dir),
@@ -438,15 +500,51 @@ def run(
         "epochs": p.step / c.plan.steps_per_epoch,
         "global_batch": c.plan.global_batch,
         "final_loss": p.last_loss,
-        "weights": str(weights),
-        "data": health.line(),
+        "weights": str(weights or run_dir / "student.safetensors"),
+        "data": everyone.line(),
         "wall_time_s": round(time.monotonic() - started, 1),
-        "next": f"umt pretrain ... (init from {weights})",
     }
     if main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json(run_dir / "summary.json", summary)
     c.accelerator.end_training()
     return summary
+
+
+def _finished_summary(c: Components, p: _Progress) -> dict[str, object] | None:
+    """The recorded summary of a run that already finished (resumed at its last step), else None."""
+    path = c.run_dir / "summary.json"
+    if p.step < c.plan.total_steps or not path.is_file() or not (c.run_dir / "student.safetensors").is_file():
+        return None  # not finished, or killed between the last checkpoint and the export: finish it
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # an unreadable summary is rewritten
+    if c.accelerator.is_main_process:
+        print(f"{c.run_dir} already finished at step {p.step} of {c.plan.total_steps}: nothing to do", file=sys.stderr)
+    c.accelerator.end_training()
+    return summary
+
+
+def _all_processes(c: Components, health: DataHealth) -> DataHealth:
+    """Every process's data-health counters and skipped files together (collective: every process calls it)."""
+    if c.accelerator.num_processes == 1:
+        return health
+    from accelerate.utils import gather_object
+
+    return DataHealth.merged(gather_object([health.state_dict()]), max_fail_ratio=health.max_fail_ratio)
+
+
+def _report_skipped(c: Components, everyone: DataHealth) -> None:
+    """Name the skipped files (a few per reason) on the console and in `skipped.json` of the run directory."""
+    if not c.accelerator.is_main_process or not everyone.failed:
+        return
+    for line in everyone.report_lines():
+        _warn(line)
+    write_json(c.run_dir / "skipped.json", everyone.state_dict())
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def is_main_process() -> bool:

@@ -27,12 +27,16 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from umt_cli.errors import CheckpointError, UsageError
@@ -49,6 +53,9 @@ __all__ = [
     "finalize_checkpoint",
     "latest_checkpoint",
     "resolve_resume",
+    "ResumePoint",
+    "open_resume_point",
+    "remove_partial_saves",
     "load_checkpoint",
     "load_rank_file",
     "save_weights",
@@ -145,10 +152,14 @@ def finalize_checkpoint(
     checkpoints_dir = Path(checkpoints_dir)
     tmp_dir = tmp_checkpoint_dir(checkpoints_dir, step)
     _check_plain(state, "state")
-    _save_weights_file(model_state, tmp_dir / MODEL_FILE, metadata=None)
-    _save_durably(state, tmp_dir / STATE_FILE)
-    _write_text_durably(tmp_dir / META_FILE, json.dumps({**meta, "step": step}, indent=2) + "\n")
-    final_dir = _publish(tmp_dir, checkpoints_dir / _step_name(step))
+    try:
+        _save_weights_file(model_state, tmp_dir / MODEL_FILE, metadata=None)
+        _save_durably(state, tmp_dir / STATE_FILE)
+        _write_text_durably(tmp_dir / META_FILE, json.dumps({**meta, "step": step}, indent=2) + "\n")
+        final_dir = _publish(tmp_dir, checkpoints_dir / _step_name(step))
+    except BaseException:  # a full disk or Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     with atomic_path(checkpoints_dir / LATEST_FILE) as tmp_latest:
         _write_text_durably(tmp_latest, final_dir.name + "\n")
     _fsync_dir(checkpoints_dir)
@@ -216,14 +227,89 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    """Read a checkpoint directory: (model state on CPU, training state, meta). Loads with `weights_only=True`."""
+    """Read a checkpoint directory: (model state on CPU, training state, meta). Loads with `weights_only=True`.
+
+    Raises:
+        CheckpointError: a missing, truncated or otherwise unreadable file, named in the message.
+    """
     path = Path(path)
     if not _is_complete(path):
         raise CheckpointError(f"{path} is not a complete umt checkpoint (needs {', '.join(_CORE_FILES)})")
-    model_state = load_file(path / MODEL_FILE, device="cpu")
+    try:
+        model_state = load_file(path / MODEL_FILE, device="cpu")
+    except Exception as error:  # SafetensorError for truncated or garbled files, OSError for unreadable ones
+        raise CheckpointError(f"{path / MODEL_FILE}: unreadable ({_first_line(error)})") from None
     state = _load_plain(path / STATE_FILE)
-    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path / META_FILE}: unreadable ({_first_line(error)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path / META_FILE}: expected a JSON object")
     return model_state, state, meta
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A checkpoint read in full: where it is, its weights, training state, meta and this process's own file."""
+
+    path: Path
+    model_state: dict[str, Tensor]
+    state: dict[str, Any]
+    meta: dict[str, Any]
+    rank_state: Any | None  # None when the checkpoint has no file for this process
+
+
+def open_resume_point(
+    run_dir: Path, resume: str | None, *, rank_file: str, warn: Callable[[str], None]
+) -> ResumePoint | None:
+    """Read the checkpoint `--resume` asks for.
+
+    `None` -> None. `"auto"` -> the newest checkpoint of `run_dir` that reads in full; an unreadable one (truncated
+    by a full disk, say) is skipped with a warning naming it, so the run continues from the newest complete one;
+    None when the run has no checkpoint (a fresh start). An explicit path must read, else `CheckpointError`.
+    """
+    if resume is None:
+        return None
+    if resume != "auto":
+        return _read_resume_point(resolve_resume(run_dir, resume), rank_file)
+    candidates = _resume_candidates(Path(run_dir) / "checkpoints")
+    for path in candidates:
+        try:
+            return _read_resume_point(path, rank_file)
+        except CheckpointError as error:
+            warn(f"skipping checkpoint {path}: {error}; trying an earlier one")
+    if candidates:
+        raise CheckpointError(
+            f"no readable checkpoint in {Path(run_dir) / 'checkpoints'} ({len(candidates)} tried)",
+            hint="start a new run directory, or pass --resume with a checkpoint that reads",
+        )
+    return None
+
+
+def _read_resume_point(path: Path, rank_file: str) -> ResumePoint:
+    model_state, state, meta = load_checkpoint(path)
+    return ResumePoint(path, model_state, state, meta, load_rank_file(path, rank_file))
+
+
+def _resume_candidates(checkpoints_dir: Path) -> list[Path]:
+    """Complete checkpoints, newest first: the one `latest` names, then those of earlier steps.
+
+    Steps above the `latest` one are left out: they belong to a run that was later resumed from an earlier step.
+    """
+    steps = sorted(((s, p) for s, p in _step_dirs(checkpoints_dir) if _is_complete(p)), reverse=True)
+    named = _read_pointer(checkpoints_dir / LATEST_FILE)
+    if named is None:
+        return [path for _, path in steps]
+    newest = _step_of(named)
+    return [named] + [path for step, path in steps if step < newest]
+
+
+def remove_partial_saves(checkpoints_dir: Path) -> None:
+    """Delete the `.tmp-*` leftovers of saves that were killed midway (call before a run writes checkpoints)."""
+    if Path(checkpoints_dir).is_dir():
+        for path in Path(checkpoints_dir).glob(f"{_TMP_PREFIX}*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def load_rank_file(checkpoint_dir: Path, name: str) -> Any | None:
@@ -317,21 +403,69 @@ def _safetensors_ready(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _save_weights_file(state_dict: Mapping[str, Tensor], path: Path, metadata: dict[str, str] | None) -> None:
-    """safetensors `save_file`, flushed to disk."""
-    save_file(_safetensors_ready(state_dict), str(path), metadata=metadata)
-    _fsync_file(path)
+    """A safetensors file with a canonical header, written by Python and flushed to disk.
+
+    Writing the bytes ourselves makes a full disk an `OSError` naming the file (the library's own writer reports
+    it differently) and gives the file the usual permissions (it writes 0600).
+    """
+    data = _canonical_header(safetensors_bytes(_safetensors_ready(state_dict), metadata=metadata))
+    _write_bytes_durably(path, data)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted metadata and tensors in file order, so equal weights and metadata
+    always give equal bytes (the library's header order can vary between runs)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    canonical: dict[str, Any] = {}
+    if "__metadata__" in header:
+        canonical["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+    canonical.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
+    text = json.dumps(canonical, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return struct.pack("<Q", len(text)) + text + data[8 + size :]
 
 
 def _save_durably(obj: Any, path: Path) -> None:
-    """`torch.save`, flushed to disk."""
-    torch.save(obj, path)
-    _fsync_file(path)
+    """`torch.save` through a Python file (so a full disk is an `OSError`), flushed to disk."""
+    with _open_for_writing(path) as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_text_durably(path: Path, text: str) -> None:
     """Write UTF-8 text, flushed to disk."""
-    path.write_text(text, encoding="utf-8")
-    _fsync_file(path)
+    _write_bytes_durably(path, text.encode("utf-8"))
+
+
+def _write_bytes_durably(path: Path, data: bytes) -> None:
+    with _open_for_writing(path) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextmanager
+def _open_for_writing(path: Path) -> Iterator[BinaryIO]:
+    """`open(path, "wb")` whose errors name the file (a failed `write` raises an OSError without a file name)."""
+    try:
+        with open(path, "wb") as handle:
+            yield handle
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _step_of(path: Path) -> int:
+    match = _STEP_DIR.fullmatch(path.name)
+    return int(match.group(1)) if match else -1
 
 
 def _fsync_file(path: Path) -> None:

@@ -1,14 +1,17 @@
-"""Atomic file writes: readers see the old file or the whole new one, never half of it."""
+"""Atomic file writes (readers see the old file or the whole new one, never half of it) and strict JSON."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "sha256_file"]
+__all__ = ["atomic_path", "sha256_file", "json_safe", "to_json", "write_json"]
 
 
 @contextmanager
@@ -31,3 +34,25 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None: strict JSON parsers reject `NaN` and `Infinity`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """Strict JSON text (non-finite floats become null; anything else unserialisable becomes its `str`)."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False, default=str)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write `value` as indented strict JSON, atomically."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(to_json(value, indent=2) + "\n", encoding="utf-8")

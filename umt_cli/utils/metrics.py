@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from umt_cli.utils.files import atomic_path
+from umt_cli.utils.files import atomic_path, to_json
 
 __all__ = ["MetricsWriter", "ConsoleProgress"]
 
@@ -27,15 +27,15 @@ class MetricsWriter:
         self._tb = _tensorboard_writer(run_dir / "tb", resume_step) if tensorboard else None
 
     def _truncate_after(self, step: int) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines() if self.path.is_file() else []
+        kept = [line for line in lines if _logged_step(line) <= step]
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         """Record the values of one step (numbers, strings)."""
         with self.path.open("a", encoding="utf-8") as file:
-            file.write(json.dumps({"step": step, **values}) + "\n")
+            file.write(to_json({"step": step, **values}) + "\n")
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
@@ -44,6 +44,16 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics line; infinity for a line that is not a JSON record (half-written when a run was
+    killed), so it is dropped."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return float("inf")
+    return record.get("step", 0) if isinstance(record, dict) else float("inf")
 
 
 def _tensorboard_writer(folder: Path, resume_step: int | None) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 from umt_cli import __version__
 from umt_cli.errors import UsageError
 from umt_cli.recipe import Recipe, dump_resolved
+from umt_cli.utils.files import write_json
 
 __all__ = ["check_run_dir", "write_run_files", "recipe_changes", "RESUMABLE_CHANGES"]
 
@@ -41,7 +41,7 @@ def write_run_files(run_dir: Path, recipe: Recipe, overrides: list[str], *, worl
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_resolved(recipe, run_dir / "recipe.toml")
     (run_dir / "overrides.txt").write_text("".join(f"{token}\n" for token in overrides), encoding="utf-8")
-    (run_dir / "env.json").write_text(json.dumps(_environment(world_size), indent=2) + "\n", encoding="utf-8")
+    write_json(run_dir / "env.json", _environment(world_size))
 
 
 def _environment(world_size: int) -> dict[str, Any]:
