@@ -135,10 +135,10 @@ class Fault:
 def _recipe_rows() -> list[Fault]:
     k710 = "recipes/k710.toml"
     return [
-        Fault("recipe not UTF-8", lambda t, m, o: ["recipe", "validate", recipe_file(t, b'stage = "\xff"\n')], 2,
-              "bad.toml"),
+        Fault("recipe not UTF-8", lambda t, m, o: ["recipe", "validate", recipe_file(t, b'a = 1\nstage = "\xff"\n')],
+              2, "bad.toml line 2"),
         Fault("binary recipe", lambda t, m, o: ["recipe", "validate", recipe_file(t, bytes(range(256)) * 4)], 2,
-              "bad.toml"),
+              "bad.toml line 2"),  # the first byte that is not UTF-8 (0x80) follows one newline
         Fault("recipe is a directory", lambda t, m, o: ["recipe", "validate", str(t)], 2, "is a directory"),
         Fault("unreadable recipe", _unreadable_recipe, 2, "Permission denied"),
         Fault("recipe path with [/x]", lambda t, m, o: ["recipe", "validate", str(t / "a[/x].toml")], 2, "a[/x].toml"),
@@ -195,7 +195,7 @@ def _prepare_rows() -> list[Fault]:
         Fault("label map not UTF-8", lambda t, m, o: k710(t, "--label-map", label_map(t, b"abseiling\n\xff\n")), 1,
               "labels.txt"),
         Fault("label map is a directory", lambda t, m, o: k710(t, "--label-map", label_map(t, None)), 2,
-              "labels.txt"),
+              "labels.txt: is a folder"),
         Fault("prepare-data output on a read-only file system", _prepare_read_only, 1, "Read-only file system"),
     ]  # fmt: skip
 

@@ -4,6 +4,7 @@ import pytest
 
 from umt_cli.errors import RecipeError, UsageError
 from umt_cli.recipe import DistillRecipe, PrepareDataRecipe, apply_overrides, dump_resolved, load_recipe
+from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.load import parse_override, validate_recipe
 
 MINIMAL = """
@@ -175,3 +176,55 @@ def test_preset_limits(tmp_path):
     with pytest.raises(RecipeError) as error:
         load_recipe(write(tmp_path, MINIMAL), ["student.patch_size=14", "student.img_size=224"])
     assert "umt-b16's 16" in problems(error)["student.patch_size"]
+
+
+def test_restoring_an_unknown_key_is_an_error_with_a_close_match(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["~data.batch_sise", "~zzz.y"])
+    assert "did you mean data.batch_size" in problems(error)["data.batch_sise"]
+    assert [key for key, _, _ in error.value.problems] == ["data.batch_sise", "zzz"]  # each reported once
+
+
+def test_restoring_a_key_the_chosen_variant_lacks_is_an_error(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL + '\n[sampling]\nkind = "sparse"\n'), ["~sampling.stride"])
+    assert "valid keys here: kind, short_video" in problems(error)["sampling.stride"]
+
+
+def test_restoring_a_key_of_an_absent_table_keeps_that_tables_defaults(tmp_path):
+    # MINIMAL has no [sampling]: restoring one of its keys must not leave an empty table without its `kind`
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["~sampling.short_video", "~data.batch_size"])
+    assert recipe.sampling.kind == "sparse" and recipe.data.batch_size == 64
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["run.seed=1", "run.seed=2"],
+        ["run.seed=1", "~run.seed"],
+        ['masking={kind = "tube"}', "masking.mask_ratio=0.5"],
+        ["masking.mask_ratio=0.5", "~masking"],
+    ],
+)
+def test_setting_a_key_twice_is_an_error(tmp_path, overrides):
+    with pytest.raises(UsageError, match="is set twice") as error:
+        load_recipe(write(tmp_path, MINIMAL), overrides)
+    assert overrides[0] in str(error.value) and overrides[1] in str(error.value)
+
+
+def test_a_recipe_that_cannot_be_read_is_a_usage_error_naming_the_file(tmp_path, monkeypatch):
+    (tmp_path / "bad.toml").write_bytes(b'a = 1\nstage = "\xff"\n')
+    with pytest.raises(UsageError, match=r"bad\.toml line 2: not UTF-8 text \(byte 0xff at column 10\)"):
+        load_recipe(tmp_path / "bad.toml")
+    with pytest.raises(UsageError, match="is a directory"):
+        load_recipe(tmp_path)
+    with pytest.raises(UsageError, match="is a directory"):
+        resolve_recipe(tmp_path)
+    locked = write(tmp_path, MINIMAL, "locked.toml")
+
+    def deny(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(UsageError, match="locked.toml: Permission denied"):
+        load_recipe(locked)

@@ -141,3 +141,23 @@ def test_gradient_clipping_logs_the_norm_before_clipping(tmp_path, tiny_override
     assert first[0]["grad_norm"] > 0.01
     a, b = load_file(plain / "student.safetensors"), load_file(clipped / "student.safetensors")
     assert not torch.equal(a["encoder.blocks.0.attn.qkv.weight"], b["encoder.blocks.0.attn.qkv.weight"])
+
+
+def test_skipped_files_are_named_at_the_end_of_each_epoch_and_in_the_run_directory(
+    tmp_path, tiny_overrides, synthetic_dir
+):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    listing = tmp_path / "train.csv"
+    listing.write_text((synthetic_dir / "train.csv").read_text() + f"{tmp_path / 'gone.mp4'},0\n{broken},1\n")
+    overrides = [o for o in tiny_overrides if not o.startswith("data.train_list")]
+    overrides += [f"data.train_list={listing}", f"data.root={synthetic_dir}", "decode.max_fail_ratio=0.5"]
+    run_dir = tmp_path / "run"
+    result = distill(run_dir, overrides)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: skipped") == 2  # one report per epoch
+    assert f"missing 1: {tmp_path / 'gone.mp4'}" in result.output
+    assert str(broken) in result.output
+    skipped = strict_json((run_dir / "skipped.json").read_text())
+    assert skipped["examples"]["missing"] == [str(tmp_path / "gone.mp4")]
+    assert [str(broken)] in skipped["examples"].values()

@@ -49,11 +49,12 @@ def test_sigkill_then_resume_auto_continues_exactly(tmp_path, tiny_overrides):
 
 def test_resume_refuses_a_changed_recipe(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
-    finish(start(run_dir, [*tiny_overrides, "schedule.max_steps=2"]))
-    process = start(run_dir, [*tiny_overrides, "schedule.max_steps=2", "optim.lr=5e-3"], "--resume", "auto")
+    common = [o for o in tiny_overrides if not o.startswith("optim.lr")] + ["schedule.max_steps=2"]
+    finish(start(run_dir, [*common, "optim.lr=1e-3"]))
+    process = start(run_dir, [*common, "optim.lr=5e-3"], "--resume", "auto")
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 2
-    assert "optim.lr" in output
+    assert "recipe differs" in output and "optim.lr: 0.001 -> 0.005" in output
 
 
 def distill(run_dir: Path, overrides: list[str], *extra: str):

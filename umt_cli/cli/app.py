@@ -8,18 +8,31 @@ import typer
 
 from umt_cli import __version__
 from umt_cli.cli import distill, prepare_data, quickstart, recipe
+from umt_cli.cli._help import CONTEXT, Command, Group
+
+HELP = (
+    "Unmasked Teacher video foundation models: prepare data and distill (stage 1); "
+    "pre-training, evaluation and export are coming."
+)
 
 app = typer.Typer(
     name="umt",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    help="Unmasked Teacher video foundation models: prepare data, distill, pre-train, evaluate, export.",
+    help=HELP,
+    cls=Group,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
 app.add_typer(prepare_data.app, name="prepare-data")
-app.command("distill")(distill.distill)
+app.command("distill", cls=Command)(distill.distill)
 app.add_typer(recipe.app, name="recipe")
-app.command("quickstart")(quickstart.quickstart)
+app.command(
+    "quickstart",
+    cls=Command,
+    short_help="The built-in CPU demo: synthetic data, the data pipeline, a short distillation.",
+)(quickstart.quickstart)
 
 COMMANDS = ("prepare-data", "distill", "recipe", "quickstart")
 """Every top-level command; a test checks the registered commands against this list."""
@@ -37,7 +50,8 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Unmasked Teacher video foundation models: prepare data, distill, pre-train, evaluate, export."""
+    """Unmasked Teacher video foundation models: prepare data and distill (stage 1); pre-training, evaluation and
+    export are coming."""
 
 
 def main() -> None:

@@ -13,13 +13,20 @@ from umt_cli.recipe import DistillRecipe
 
 @guard
 def distill(
-    recipe: Annotated[str, typer.Argument(help="Recipe file or shipped name, e.g. recipes/k710.toml or k710.")],
+    recipe: Annotated[
+        str, typer.Argument(metavar="RECIPE", help="Recipe file or shipped name, e.g. recipes/k710.toml or k710.")
+    ],
     overrides: Annotated[
-        list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", help="Overrides, e.g. data.batch_size=32.")
+        list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Overrides, e.g. data.batch_size=32.")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<recipe name>).")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Run directory (default: runs/<recipe name>).")
+    ] = None,
     resume: Annotated[
-        str | None, typer.Option(help="'auto' (the latest checkpoint, if any), or a checkpoint or run directory.")
+        str | None,
+        typer.Option(
+            metavar="auto|PATH", help="'auto' (the latest checkpoint, if any), or a checkpoint or run directory."
+        ),
     ] = None,
 ) -> None:
     """Stage 1: distil a video student from a frozen CLIP teacher on the tokens its attention keeps."""

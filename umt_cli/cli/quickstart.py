@@ -1,4 +1,4 @@
-"""`umt quickstart`: the whole chain on a built-in synthetic data set, on CPU, in about a minute."""
+"""`umt quickstart`: the built-in CPU demo: synthetic data -> the training data pipeline -> a short distillation."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from umt_cli.cli._common import guard, print_summary
 
 @guard
 def quickstart(
-    out: Annotated[Path, typer.Option("--out", help="Working folder for the data and runs.")] = Path("umt-quickstart"),
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Working folder for the data and runs.")] = Path(
+        "umt-quickstart"
+    ),
 ) -> None:
-    """Prepare the synthetic data set and show decoded, augmented clips (shapes and timing)."""
+    """Run the built-in CPU demo: generate the synthetic data set, run the training data pipeline over it (clip
+    shapes and throughput), then a short stage-1 distillation of a tiny student."""
     from umt_cli.quickstart import run_quickstart
 
     print_summary("umt quickstart", run_quickstart(out))

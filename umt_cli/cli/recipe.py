@@ -9,16 +9,21 @@ from typing import Annotated
 import typer
 
 from umt_cli.cli._common import guard, recipe_table, validate_table
+from umt_cli.cli._help import Command, Group
 from umt_cli.errors import UsageError
 from umt_cli.recipe.catalog import resolve_recipe, shipped_recipes
 
-app = typer.Typer(no_args_is_help=True, help="Browse, explain, check and copy recipes.")
+app = typer.Typer(
+    cls=Group, rich_markup_mode=None, no_args_is_help=True, help="Browse, explain, check and copy recipes."
+)
 
-Overrides = Annotated[list[str] | None, typer.Argument(metavar="[KEY=VALUE]...", help="Overrides, e.g. run.seed=1.")]
-RecipeArg = Annotated[str, typer.Argument(help="A recipe file, or a shipped recipe name from `umt recipe ls`.")]
+Overrides = Annotated[list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Overrides, e.g. run.seed=1.")]
+RecipeArg = Annotated[
+    str, typer.Argument(metavar="RECIPE", help="A recipe file, or a shipped recipe name from `umt recipe ls`.")
+]
 
 
-@app.command("ls")
+@app.command("ls", cls=Command)
 @guard
 def ls() -> None:
     """List the shipped recipes with their stage and first comment line."""
@@ -36,7 +41,7 @@ def _stage_of(path: Path) -> str:
     return "?"
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 @guard
 def show(
     recipe: RecipeArg,
@@ -52,7 +57,7 @@ def show(
     typer.echo(render_toml(validate_table(*recipe_table(recipe), overrides or []), explain=explain), nl=False)
 
 
-@app.command("validate")
+@app.command("validate", cls=Command)
 @guard
 def validate(recipe: RecipeArg, overrides: Overrides = None) -> None:
     """Check a recipe (with overrides); exit 2 and list every problem by its dotted key if it is invalid."""
@@ -61,11 +66,11 @@ def validate(recipe: RecipeArg, overrides: Overrides = None) -> None:
     typer.echo(f"ok: {source} (stage = {parsed.stage!r}, schema_version = {parsed.schema_version})")
 
 
-@app.command("cp")
+@app.command("cp", cls=Command)
 @guard
 def cp(
-    recipe: Annotated[str, typer.Argument(help="A shipped recipe name from `umt recipe ls`.")],
-    dest: Annotated[Path, typer.Argument(help="Destination file or folder.")],
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="A shipped recipe name from `umt recipe ls`.")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="Destination file or folder.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Copy a shipped recipe to edit it."""

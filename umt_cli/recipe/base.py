@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
 
-__all__ = ["SCHEMA_VERSION", "Section", "Recipe"]
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+
+__all__ = ["SCHEMA_VERSION", "FromToml", "TomlPath", "Seed", "Section", "Recipe", "union_members"]
 
 SCHEMA_VERSION = 1
 """The recipe format this code reads. Bumping it needs a CHANGELOG entry that says how to update old recipes."""
 
+FromToml = Strict(False)
+"""Marks a type TOML cannot spell: paths arrive as strings, tuples as arrays. Only that conversion is allowed; the
+items of a tuple stay strict (`["1", 2]` is still not a pair of floats)."""
+
+TomlPath = Annotated[Path, FromToml]
+"""A path, written in TOML as a string."""
+
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+"""A random seed: any non-negative TOML integer (numpy refuses negative seeds, torch ones of 2**64 and more)."""
+
 
 class Section(BaseModel):
-    """A TOML table: unknown keys are errors, values are frozen, attribute docstrings are the help text."""
+    """A TOML table: unknown keys are errors, values are frozen, attribute docstrings are the help text.
+
+    Types are strict, as the README promises: `"64"` is not an int, `"yes"` not a bool, `2.0` not an int, `true`
+    not a number, while an int where a float is expected is fine (TOML `lr = 1`). `inf` and `nan` are refused
+    everywhere: no setting means "infinite", and a NaN would only surface mid-run.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
         validate_default=True,
-        strict=False,
+        strict=True,
+        allow_inf_nan=False,
     )
 
 
@@ -40,3 +61,13 @@ class Recipe(Section):
                 f"schema_version {value} is newer than this umt understands ({SCHEMA_VERSION}); upgrade umt"
             )
         return value
+
+
+def union_members(annotation: Any) -> list[Any]:
+    """The alternatives of a (possibly `Annotated`) union annotation; `[annotation]` for anything else."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return union_members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in union_members(arg)]
+    return [annotation]

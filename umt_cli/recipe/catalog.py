@@ -31,6 +31,8 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     key = path.as_posix().removeprefix("recipes/").removesuffix(".toml")
     if key in shipped:
         return shipped[key]
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a recipe file", hint="give the path of a .toml file")
     raise UsageError(
         f"recipe not found: {name_or_path} (neither a file nor a shipped recipe)",
         hint="`umt recipe ls` lists the shipped recipes",

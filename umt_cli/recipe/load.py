@@ -5,15 +5,13 @@ from __future__ import annotations
 import copy
 import difflib
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from umt_cli.errors import MISSING, RecipeError, UsageError
-from umt_cli.recipe.base import Recipe
+from umt_cli.recipe.base import Recipe, union_members
 from umt_cli.recipe.stages import RECIPE_TYPES
 
 if sys.version_info >= (3, 11):
@@ -21,20 +19,47 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["read_toml", "parse_override", "apply_overrides", "validate_recipe", "load_recipe", "dump_resolved"]
+__all__ = [
+    "read_toml",
+    "parse_override",
+    "OverriddenTable",
+    "apply_overrides",
+    "validate_recipe",
+    "load_recipe",
+    "dump_resolved",
+]
 
 _DELETE = object()
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing file is a usage error, bad syntax a recipe error."""
+    """Parse a TOML file; a missing, unreadable or non-UTF-8 file is a usage error, bad syntax a recipe error."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a recipe file", hint="give the path of a .toml file")
     if not path.is_file():
         raise UsageError(f"recipe file not found: {path}", hint="`umt recipe ls` lists the shipped recipes")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:  # a recipe that cannot be read is bad input (exit 2), not a failed run
+        raise UsageError(f"{path}: {error.strerror or error}") from None
+    try:
+        return tomllib.loads(_utf8(data, path))
+    except tomllib.TOMLDecodeError as error:
         raise RecipeError(str(path), [("", f"not valid TOML: {error}", MISSING)]) from None
+
+
+def _utf8(data: bytes, path: Path) -> str:
+    """The file's text; TOML is UTF-8, so any other byte is reported by its line, the way an editor shows it."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise UsageError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column})",
+            hint="save the recipe as UTF-8",
+        ) from None
 
 
 def parse_override(token: str) -> tuple[list[str], Any]:
@@ -60,22 +85,61 @@ def _split_key(key: str, token: str) -> list[str]:
     return keys
 
 
-def apply_overrides(table: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+class OverriddenTable(dict):
+    """A recipe table with overrides merged in; `restored` keeps the `~key` paths, which leave no trace in the table
+    itself, so validation can still refuse a restored key that does not exist."""
+
+    restored: list[list[str]]
+
+
+def apply_overrides(table: dict[str, Any], overrides: list[str]) -> OverriddenTable:
     """Return a copy of `table` with the overrides merged in (before validation, so they get the same checks)."""
-    merged = copy.deepcopy(table)
+    merged = OverriddenTable(copy.deepcopy(table))
+    merged.restored = list(getattr(table, "restored", []))
+    seen: dict[str, str] = {}
     for token in overrides:
         keys, value = parse_override(token)
-        node = merged
-        for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise UsageError(f"override {token!r}: {key} is a value, not a table")
-            node = child
+        _refuse_repeats(keys, token, seen)
         if value is _DELETE:
-            node.pop(keys[-1], None)
+            _restore(merged, keys, token)
+            merged.restored.append(keys)
         else:
-            node[keys[-1]] = value
+            _parent_table(merged, keys, token, create=True)[keys[-1]] = value
     return merged
+
+
+def _parent_table(table: dict[str, Any], keys: list[str], token: str, *, create: bool) -> dict[str, Any] | None:
+    """The table holding `keys[-1]`; missing tables are made (`create`) or mean None."""
+    node = table
+    for key in keys[:-1]:
+        child = node.setdefault(key, {}) if create else node.get(key)
+        if child is None:
+            return None
+        if not isinstance(child, dict):
+            raise UsageError(f"override {token!r}: {key} is a value, not a table")
+        node = child
+    return node
+
+
+def _restore(table: dict[str, Any], keys: list[str], token: str) -> None:
+    # A missing parent table already means defaults; making an empty one would drop a variant's `kind`.
+    parent = _parent_table(table, keys, token, create=False)
+    if parent is not None:
+        parent.pop(keys[-1], None)
+
+
+def keys_overlap(a: str, b: str) -> bool:
+    """Whether two dotted keys set the same value: equal, or one is a table holding the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _refuse_repeats(keys: list[str], token: str, seen: dict[str, str]) -> None:
+    """Two overrides of one key (or of a table and a key inside it) are an error: which one wins is a guess."""
+    dotted = ".".join(keys)
+    for other, earlier in seen.items():
+        if keys_overlap(dotted, other):
+            raise UsageError(f"{dotted} is set twice: {earlier} and {token}", hint="give each key once")
+    seen[dotted] = token
 
 
 def validate_recipe(table: dict[str, Any], source: str, expect: type[Recipe] | None = None) -> Recipe:
@@ -88,10 +152,14 @@ def validate_recipe(table: dict[str, Any], source: str, expect: type[Recipe] | N
     if expect is not None and model is not expect:
         wanted = expect.model_fields["stage"].default
         raise RecipeError(source, [("stage", f"this command needs a stage = {wanted!r} recipe", stage)])
+    problems = _unknown_restored(table, model)
     try:
-        return model.model_validate(table)
+        recipe = model.model_validate(table)
     except ValidationError as error:
-        raise RecipeError(source, _problems(error, model)) from None
+        problems += _problems(error, model)
+    if problems:
+        raise RecipeError(source, problems)
+    return recipe
 
 
 def load_recipe(path: Path, overrides: list[str] | None = None, expect: type[Recipe] | None = None) -> Recipe:
@@ -107,6 +175,35 @@ def dump_resolved(recipe: Recipe, path: Path) -> None:
     Path(path).write_text(render_toml(recipe, absolute_paths=True), encoding="utf-8")
 
 
+# --- `~key` on a key the schema does not have -------------------------------------------------------------------
+
+
+def _unknown_restored(table: dict[str, Any], model: type[BaseModel]) -> list[tuple[str, str, object]]:
+    """`~data.batch_sise` removes nothing and would restore nothing: report it like an unknown key being set."""
+    problems = []
+    for keys in getattr(table, "restored", []):
+        cls, node = model, table
+        for depth, key in enumerate(keys):
+            if key not in cls.model_fields:
+                if not (isinstance(node, dict) and key in node):  # a key present in the table: validation reports it
+                    dotted = ".".join(keys[: depth + 1])
+                    problems.append((dotted, "unknown key" + _suggestion(key, cls, dotted), MISSING))
+                break
+            cls, node = _restored_child(cls.model_fields[key], node.get(key) if isinstance(node, dict) else None)
+            if cls is None:  # a value, or a variant the table does not name: validation reports those
+                break
+    return problems
+
+
+def _restored_child(field: Any, value: Any) -> tuple[type[BaseModel] | None, Any]:
+    """The table class one level down a `~key` path (a discriminated union resolved by the table's `kind`)."""
+    tag = value.get(field.discriminator) if field.discriminator and isinstance(value, dict) else None
+    if tag is None and field.discriminator and isinstance(field.default, BaseModel):
+        tag = getattr(field.default, field.discriminator)  # the variant used when the table leaves `kind` out
+    cls, _ = _field_model(field, tag)
+    return cls, value
+
+
 # --- turning pydantic errors into one line per dotted key ---------------------------------------------------------
 
 
@@ -119,16 +216,21 @@ def _problems(error: ValidationError, model: type[BaseModel]) -> list[tuple[str,
         if item["type"] == "extra_forbidden":
             message = "unknown key" + _suggestion(item["loc"][-1], parent, key)
         elif item["type"] == "missing":
-            message, given = "missing required key", MISSING
+            message, given = _missing(item["loc"]), MISSING
         elif item["type"] == "union_tag_not_found":
             message = f"missing `kind`; {message[0].lower()}{message[1:]}"
         elif item["type"] == "value_error":
             problems.extend(_split_value_error(key, message.removeprefix("Value error, ")))
             continue
         else:
+            message = message.replace("Tuple should", "array should")  # TOML has arrays; tuples are Python's
             message = message[0].lower() + message[1:]
         problems.append((key, message, given if _is_scalar(given) else MISSING))
     return problems
+
+
+def _missing(loc: tuple) -> str:
+    return "too few items in the array" if loc and isinstance(loc[-1], int) else "missing required key"
 
 
 def _split_value_error(key: str, message: str) -> list[tuple[str, str, object]]:
@@ -186,19 +288,10 @@ def _field_model(field: Any, next_item: object) -> tuple[type[BaseModel] | None,
     """The table class behind a field (resolving a discriminated union by its tag), and whether loc holds that tag."""
     if field is None:
         return None, False
-    models = [a for a in _flatten(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    models = [a for a in union_members(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
     if field.discriminator and isinstance(next_item, str):
         for candidate in models:
             tag = candidate.model_fields[field.discriminator].default
             if tag == next_item:
                 return candidate, True
     return (models[0], False) if len(models) == 1 else (None, False)
-
-
-def _flatten(annotation: Any) -> list[Any]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _flatten(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [a for arg in typing.get_args(annotation) for a in _flatten(arg)]
-    return [annotation]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from umt_cli.recipe.base import Section
+from umt_cli.recipe.base import Section, Seed, TomlPath
 
 __all__ = ["KineticsVersion", "Kinetics710Source", "SyntheticSource", "VideoTextSource", "DataSource"]
 
@@ -15,10 +15,10 @@ __all__ = ["KineticsVersion", "Kinetics710Source", "SyntheticSource", "VideoText
 class KineticsVersion(Section):
     """One local Kinetics copy: its videos and its official CSVs."""
 
-    videos: Path
+    videos: TomlPath
     """Folder holding the videos (searched recursively; a file is matched by the 11-character YouTube id that
     starts its name)."""
-    annotations: Path | None = None
+    annotations: TomlPath | None = None
     """A folder of official CSVs (train/validate/test), or one CSV; unset = `<videos>/annotations`, else `<videos>`."""
 
 
@@ -32,12 +32,13 @@ class Kinetics710Source(Section):
     """The Kinetics-600 copy."""
     k700: KineticsVersion | None = None
     """The Kinetics-700 copy."""
-    out: Path = Path("data/k710")
+    out: TomlPath = Path("data/k710")
     """Output folder for the lists, label files and manifest."""
     exclude: Literal["val+test", "val"] = "val+test"
     """Drop train ids found in any val or test CSV (`val+test`, leak-free) or in val only (`val`, released lists)."""
-    label_map: Path | None = None
-    """Class order to impose (e.g. OpenGVLab's label_map_k710.txt, so released heads line up); unset = sorted."""
+    label_map: TomlPath | None = None
+    """A file with one class name per line that fixes the class order (e.g. OpenGVLab's label_map_k710.txt, so
+    released K710 heads line up); unset = sorted order."""
     verify: bool = False
     """Probe every listed video for decodability (in parallel, with a timeout) and drop the ones that fail."""
     verify_timeout_s: float = Field(60.0, gt=0)
@@ -64,7 +65,7 @@ class SyntheticSource(Section):
     """A tiny generated video-text data set: coloured shapes moving in one of four directions."""
 
     kind: Literal["synthetic"] = "synthetic"
-    out: Path = Path("data/synthetic")
+    out: TomlPath = Path("data/synthetic")
     """Output folder."""
     train: Annotated[int, Field(ge=1)] = 64
     """Training videos."""
@@ -80,7 +81,7 @@ class SyntheticSource(Section):
     """Frame width in pixels (even)."""
     height: Annotated[int, Field(ge=16)] = 80
     """Frame height in pixels (even)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the generator: the same seed writes the same videos."""
 
     @model_validator(mode="after")
@@ -94,11 +95,11 @@ class VideoTextSource(Section):
     """Check and normalise a video-text annotation file (JSON list or JSONL of {video|image, caption})."""
 
     kind: Literal["video-text"] = "video-text"
-    annotations: Path
+    annotations: TomlPath
     """The annotation file: a JSON list (or JSONL) of objects with `video` or `image` and `caption`."""
-    root: Path = Path(".")
+    root: TomlPath = Path(".")
     """Folder the media paths are relative to."""
-    out: Path
+    out: TomlPath
     """Where the normalised annotation file is written (its manifest goes beside it)."""
     verify: bool = False
     """Also probe every video for decodability (slower)."""

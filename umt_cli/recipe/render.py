@@ -11,6 +11,8 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel
 
+from umt_cli.recipe.base import union_members
+
 __all__ = ["render_toml"]
 
 
@@ -21,25 +23,94 @@ def render_toml(model: BaseModel, *, explain: bool = False, absolute_paths: bool
     return "\n".join(lines).strip() + "\n"
 
 
-def _render_table(model: BaseModel, path: list[str], lines: list[str], *, explain: bool, absolute: bool) -> None:
+def _render_table(
+    model: BaseModel,
+    path: list[str],
+    lines: list[str],
+    *,
+    explain: bool,
+    absolute: bool,
+    variants: tuple[type, ...] = (),
+) -> None:
+    """One table's keys, then its sub-tables; `variants` are the classes a `kind`-selected table can be."""
     fields = type(model).model_fields
     tables = [(n, getattr(model, n)) for n in fields if isinstance(getattr(model, n), BaseModel)]
     for name, field in fields.items():  # scalars first: TOML puts a table's own keys before its sub-tables
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             continue
-        if explain:
+        if explain and name == "kind" and variants:
+            lines.extend(_kind_comment(type(model), variants))
+        elif explain:
             lines.extend(_comment(field.description, field.annotation, field.default))
         if value is None:
             lines.append(f"# {name} = (unset)")
         else:
             lines.append(f"{name} = {_value(_plain(value, absolute))}")
+    if explain and len(variants) > 1:
+        lines.extend(_other_variants(type(model), variants))
     for name, value in tables:
         lines.append("")
         if explain:
             lines.extend(_comment(fields[name].description, None, None))
         lines.append(f"[{'.'.join([*path, name])}]")
-        _render_table(value, [*path, name], lines, explain=explain, absolute=absolute)
+        table_variants = _variants(fields[name])
+        _render_table(value, [*path, name], lines, explain=explain, absolute=absolute, variants=table_variants)
+
+
+def _variants(field: Any) -> tuple[type, ...]:
+    """The classes of a discriminated-union field (the variants `kind` chooses between); () for a plain table."""
+    if not field.discriminator:
+        return ()
+    return tuple(a for a in union_members(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel))
+
+
+def _kind_comment(chosen: type, variants: tuple[type, ...]) -> list[str]:
+    kinds = ", ".join(_kind(v) for v in variants)
+    return _wrapped(f"Variant: one of {kinds}. This one: {' '.join((chosen.__doc__ or '').split())}")
+
+
+def _other_variants(chosen: type, variants: tuple[type, ...]) -> list[str]:
+    """The variants not chosen, each with its keys and defaults, so switching `kind` needs no other reference."""
+    lines = ["# Other variants (set `kind` to switch), with their keys and defaults:"]
+    for variant in variants:
+        if variant is chosen:
+            continue
+        keys = [_default_entry(n, f) for n, f in variant.model_fields.items() if n != "kind"]
+        lines.extend(_packed(f'# kind = "{_kind(variant)}": ', keys or ["no other keys"], indent="#     "))
+        lines.extend(_wrapped(" ".join((variant.__doc__ or "").split()), first="#   ", indent="#   "))
+    return lines
+
+
+def _default_entry(name: str, field: Any) -> str:
+    if field.is_required():
+        return f"{name} = (required)"
+    if field.default is None:
+        return f"{name} = (unset)"
+    if isinstance(field.default, BaseModel):
+        return f"[{name}] (a table)"
+    return f"{name} = {_value(_plain(field.default, False))}"
+
+
+def _packed(head: str, items: list[str], *, indent: str) -> list[str]:
+    """`head` then the comma-separated items, wrapped between items only (a `key = value` is never split)."""
+    pieces = [item + "," for item in items[:-1]] + items[-1:]
+    lines, line, fresh = [], head, True
+    for piece in pieces:
+        if not fresh and len(line) + 1 + len(piece) > 118:
+            lines.append(line)
+            line, fresh = indent, True
+        line += piece if fresh else " " + piece
+        fresh = False
+    return [*lines, line]
+
+
+def _kind(variant: type) -> str:
+    return variant.model_fields["kind"].default
+
+
+def _wrapped(text: str, *, first: str = "# ", indent: str = "# ") -> list[str]:
+    return textwrap.wrap(text, 118, initial_indent=first, subsequent_indent=indent) if text.strip() else []
 
 
 def _value(value: Any) -> str:
@@ -51,10 +122,10 @@ def _value(value: Any) -> str:
 
 def _comment(doc: str | None, annotation: Any, default: Any) -> list[str]:
     text = " ".join((doc or "").split())
-    if annotation is not None:
-        shown = "" if default is None or _is_undefined(default) else f"; default {_plain(default, False)!r}"
+    if annotation is not None:  # defaults as TOML spells them (`true`, not Python's `True`)
+        shown = "" if default is None or _is_undefined(default) else f"; default {_value(_plain(default, False))}"
         text += f" [{_type_name(annotation)}{shown}]"
-    return [f"# {line}" for line in textwrap.wrap(text, 116)] if text else []
+    return _wrapped(text)
 
 
 def _type_name(annotation: Any) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from umt_cli.recipe.base import Section
+from umt_cli.recipe.base import FromToml, Section, Seed, TomlPath
 
 __all__ = [
     "DataSection",
@@ -38,14 +37,16 @@ __all__ = [
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Beta = Annotated[float, Field(ge=0, lt=1)]  # AdamW's own rule: 0 <= beta < 1
 
 
 class DataSection(Section):
     """Where the training clips come from and how they are batched."""
 
-    train_list: Path
+    train_list: TomlPath
     """Training list: one `path,label` line per clip (`path label` also works); paths are relative to `root`."""
-    root: Path | None = None
+    root: TomlPath | None = None
     """Folder the list's paths are relative to; unset = the folder named in `videos_root.txt` beside the list (as
     `umt prepare-data kinetics710` writes it), else the list's own folder."""
     batch_size: PositiveInt = 64
@@ -64,7 +65,7 @@ class DecodeSection(Section):
     """Video decoding, and what happens to videos that will not decode."""
 
     backend: Literal["auto", "decord", "pyav"] = "auto"
-    """Video reader: `auto` uses decord where it is installed, else PyAV."""
+    """Video reader: `auto` uses PyAV (faster here, see README) and falls back to decord; or name one."""
     short_side: PositiveInt | None = None
     """Downscale while decoding so the shorter side has this many pixels; unset = full resolution (official)."""
     sample_timeout_s: float = Field(30.0, gt=0)
@@ -106,27 +107,21 @@ class MultiScaleCrop(Section):
     """The official stage-1 crop: a square-ish crop at one of several scales from 13 fixed offsets."""
 
     kind: Literal["multiscale_crop"] = "multiscale_crop"
-    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    scales: Annotated[tuple[Fraction, ...], FromToml, Field(min_length=1)] = (1.0, 0.875, 0.75, 0.66)
     """Crop side lengths as fractions of the shorter frame side."""
     max_distort: int = Field(1, ge=0)
     """Width and height scale indices may differ by at most this much."""
     fixed_offsets: bool = True
     """Place crops at the 13 fixed points (corners, centre, edge midpoints, quarter points); else anywhere."""
 
-    @model_validator(mode="after")
-    def _check_scales(self) -> MultiScaleCrop:
-        if not self.scales or any(not 0 < s <= 1 for s in self.scales):
-            raise ValueError("scales must be a non-empty list of numbers in (0, 1]")
-        return self
-
 
 class RandomResizedCrop(Section):
     """Inception-style crop: random area fraction and aspect ratio, then resize."""
 
     kind: Literal["random_resized_crop"] = "random_resized_crop"
-    scale: tuple[float, float] = (0.5, 1.0)
+    scale: Annotated[tuple[float, float], FromToml] = (0.5, 1.0)
     """Range of the crop's area as a fraction of the frame."""
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    ratio: Annotated[tuple[float, float], FromToml] = (3 / 4, 4 / 3)
     """Range of the crop's aspect ratio (width / height)."""
     interpolation: Literal["bilinear", "bicubic"] = "bicubic"
     """Resampling filter for the resize."""
@@ -226,11 +221,11 @@ class OptimSection(Section):
     lr: float = Field(1.5e-4, gt=0)
     """Peak learning rate per 256 clips (scaled by global batch / 256 when `scale_lr`)."""
     min_lr: float = Field(1e-5, ge=0)
-    """Final learning rate of the cosine schedule, per 256 clips likewise."""
+    """Final learning rate of the cosine schedule, per 256 clips likewise (at most `lr`)."""
     scale_lr: bool = True
     """Multiply `lr` and `min_lr` by global batch / 256, as the official recipes do."""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas."""
+    betas: Annotated[tuple[Beta, Beta], FromToml] = (0.9, 0.95)
+    """AdamW betas (each in [0, 1))."""
     eps: float = Field(1e-8, gt=0)
     """AdamW epsilon."""
     weight_decay: float = Field(0.05, ge=0)
@@ -247,7 +242,7 @@ class ScheduleSection(Section):
     epochs: PositiveInt = 201
     """Passes over the training list (the official "200 epochs" run 201, a VideoMAE workaround)."""
     warmup_epochs: float = Field(40, ge=0)
-    """Epochs of linear warm-up from 0 to the peak learning rate."""
+    """Epochs of linear warm-up from 0 to the peak learning rate (at most `epochs`)."""
     max_steps: PositiveInt | None = None
     """Stop after this many optimizer steps (the schedule is fitted to them); unset = epochs x steps per epoch."""
 
@@ -300,7 +295,7 @@ Masking = Annotated[AttentionMasking | TubeMasking | RandomMasking, Field(discri
 class RunSection(Section):
     """Run-wide settings."""
 
-    seed: int = 0
+    seed: Seed = 0
     """Seed for every generator of the run (sampling, augmentation, masking, initialisation)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast precision of teacher and student (fp16 adds a gradient scaler and needs a GPU)."""

@@ -65,6 +65,7 @@ class DistillRecipe(Recipe):
     @model_validator(mode="after")
     def _geometry(self) -> DistillRecipe:
         problems = _student_problems(self.student) + _teacher_problems(self.student, self.teacher)
+        problems += _schedule_problems(self.optim, self.schedule)
         if problems:  # one "key: problem" line each, so every problem is reported under its own key
             raise ValueError("\n".join(problems))
         return self
@@ -98,6 +99,16 @@ def _teacher_problems(s: StudentSection, t: TeacherSection) -> list[str]:
         )
     if s.align_layers > geometry["layers"]:
         problems.append(f"student.align_layers: {s.align_layers} exceeds {t.arch}'s {geometry['layers']} layers")
+    return problems
+
+
+def _schedule_problems(o: OptimSection, s: ScheduleSection) -> list[str]:
+    # Both would run without complaint: the learning rate would rise along the "decay", or never reach its peak.
+    problems = []
+    if o.min_lr > o.lr:
+        problems.append(f"optim.min_lr: {o.min_lr} exceeds optim.lr ({o.lr}); the cosine decays from lr to min_lr")
+    if s.warmup_epochs > s.epochs:
+        problems.append(f"schedule.warmup_epochs: {s.warmup_epochs} exceeds schedule.epochs ({s.epochs})")
     return problems
 
 

@@ -538,8 +538,10 @@ def _report_skipped(c: Components, everyone: DataHealth) -> None:
     """Name the skipped files (a few per reason) on the console and in `skipped.json` of the run directory."""
     if not c.accelerator.is_main_process or not everyone.failed:
         return
-    for line in everyone.report_lines():
-        _warn(line)
+    headline, *reasons = everyone.report()
+    _warn(headline)
+    for line in reasons:
+        print(line, file=sys.stderr, flush=True)
     write_json(c.run_dir / "skipped.json", everyone.state_dict())
 
 
