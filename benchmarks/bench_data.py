@@ -5,10 +5,10 @@ keyframe interval of 250 frames, like raw Kinetics files); 8 frames, TSN sparse 
 flip, ImageNet normalisation:
   (1) naive: full-resolution decord decode of the selected frames, then per-frame PIL crop + resize and per-frame
       normalisation, the way the official implementation computes it;
-  (2) umt on the original clips (decord, uint8 crop/resize on the whole clip, one fused normalisation);
+  (2) umt on the original clips (default backend, uint8 crop/resize on the whole clip, one fused normalisation);
   (3) umt on the same clips after `umt prepare-data --resize-short-side N` (its default keyframe interval and
       fast-decode encoding).
-(2) and (3) use the default backend (`auto`: decord where installed); a last line shows the PyAV backend.
+(2) and (3) use the default backend (`auto`: PyAV); a last line shows the decord backend.
 Prints the median clips/s of each over several rounds, the ratios to (1), and the change in disk size.
 
     python benchmarks/bench_data.py [--clips 16] [--rounds 5] [--short-side 256] [--keyframe-interval 8]
@@ -86,7 +86,7 @@ def clips_per_second(load, paths: list[Path], rounds: int) -> float:
 
 
 def umt_loader(root: Path, paths: list[Path], backend: str = "auto") -> VideoListDataset:
-    """The training dataset exactly as a distill recipe builds it (defaults: backend auto = decord where installed)."""
+    """The training dataset exactly as a distill recipe builds it (defaults: backend auto = PyAV)."""
     (root / f"{backend}.csv").write_text("".join(f"{p.relative_to(root)},0\n" for p in paths))
     loader = ClipLoader(FrameSampler("sparse", FRAMES, train=True), backend=backend)
     return VideoListDataset(root / f"{backend}.csv", root, loader=loader, transform=TrainTransform(SIZE))
@@ -116,13 +116,13 @@ def main() -> None:
         )
         assert not any(failures.values()), failures
         dataset_orig, dataset_small = umt_loader(root, originals), umt_loader(root, resized)
-        pyav_orig, pyav_small = umt_loader(root, originals, "pyav"), umt_loader(root, resized, "pyav")
+        decord_orig, decord_small = umt_loader(root, originals, "decord"), umt_loader(root, resized, "decord")
         naive = clips_per_second(lambda p, key, g: naive_clip(p, g), originals, args.rounds)
         ours = clips_per_second(lambda p, key, g: dataset_orig[key], originals, args.rounds)
         ours_small = clips_per_second(lambda p, key, g: dataset_small[key], resized, args.rounds)
         info = [
-            clips_per_second(lambda p, key, g: pyav_orig[key], originals, args.rounds),
-            clips_per_second(lambda p, key, g: pyav_small[key], resized, args.rounds),
+            clips_per_second(lambda p, key, g: decord_orig[key], originals, args.rounds),
+            clips_per_second(lambda p, key, g: decord_small[key], resized, args.rounds),
         ]
         size = sum(p.stat().st_size for p in originals), sum(p.stat().st_size for p in resized)
     print(f"torch {torch.__version__}, 1 thread, {args.clips} clips x {args.rounds} rounds, medians")
@@ -133,7 +133,7 @@ def main() -> None:
         f"  {ours_small:7.2f} clips/s  {ours_small / naive:.2f}x"
     )
     print(f"disk: {size[0] / 2**20:.1f} MiB -> {size[1] / 2**20:.1f} MiB ({size[1] / size[0]:.2f}x)")
-    print(f"(info) backend pyav: original {info[0]:.2f} clips/s ({info[0] / naive:.2f}x), "
+    print(f"(info) backend decord: original {info[0]:.2f} clips/s ({info[0] / naive:.2f}x), "
           f"re-encoded {info[1]:.2f} clips/s ({info[1] / naive:.2f}x)")  # fmt: skip
 
 

@@ -54,7 +54,7 @@ def bad_data(synthetic_dir: Path, tmp_path: Path) -> tuple[Path, Path, dict[str,
     from umt_cli.data.prepare.encode import write_h264
 
     write_h264(root / "short.mp4", numbered_frames(2), fps=8, width=64, height=48)
-    bad = {"missing.mp4": "missing", "empty.mp4": "empty", "truncated.mp4": "open_fail", "notes.mp4": "open_fail",
+    bad = {"missing.mp4": "missing", "empty.mp4": "empty", "truncated.mp4": "truncated", "notes.mp4": "open_fail",
            "short.mp4": "short_video"}  # fmt: skip
     lines = good + [f"{name},0" for name in bad]
     list_file = tmp_path / "list.csv"
@@ -69,7 +69,7 @@ def test_parse_video_list_formats(tmp_path):
     assert [(e.path, e.label) for e in entries] == [("a/b.mp4", 3), ("c/d.mp4", 4), ("noext.mp4", 5),
                                                     ("weird,name.mp4", 6)]  # fmt: skip
     path.write_text("a.mp4,x\n")
-    with pytest.raises(DataError, match="l.txt:1"):
+    with pytest.raises(DataError, match="l.txt line 1: expected `path,label`"):
         parse_video_list(path)
 
 
@@ -99,6 +99,8 @@ def test_a_full_epoch_survives_bad_files_and_counts_them(bad_data, workers):
     assert health.failed >= len(bad)
     assert all(b.video.shape[1:] == (3, 4, 32, 32) and torch.isfinite(b.video).all() for b in batches)
     assert "skipped" in health.line()
+    report = "\n".join(health.report())  # the end-of-epoch report names every skipped file under its reason
+    assert all(f"{reason} " in report and str(root / name) in report for name, reason in bad.items())
 
 
 def test_epochs_are_deterministic_and_independent_of_workers(bad_data):

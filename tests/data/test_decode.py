@@ -1,7 +1,12 @@
+import importlib.util
+
+import av
 import numpy as np
 import pytest
-from conftest import read_frame_number
+import torch
+from conftest import numbered_frames, read_frame_number
 
+from umt_cli.data.datasets import ClipLoader
 from umt_cli.data.decode import (
     DecodeFailure,
     available_backends,
@@ -11,13 +16,17 @@ from umt_cli.data.decode import (
     resolve_backend,
     scaled_size,
 )
+from umt_cli.data.prepare.verify import probe_video
+from umt_cli.data.sampling import FrameSampler
+from umt_cli.data.truncation import find_truncation
 
 BACKENDS = available_backends()
 
 
-def test_auto_prefers_decord_when_installed():
-    assert resolve_backend("auto") == BACKENDS[0]
-    assert "pyav" in BACKENDS
+def test_auto_prefers_pyav_and_decord_stays_available():
+    assert BACKENDS[0] == "pyav" and resolve_backend("auto") == "pyav"
+    if importlib.util.find_spec("decord"):
+        assert BACKENDS == ["pyav", "decord"] and resolve_backend("decord") == "decord"
     with pytest.raises(ValueError):
         resolve_backend("ffmpeg-cli")
 
@@ -91,12 +100,10 @@ def test_bad_files_raise_decode_failure_with_a_reason(tmp_path, backend):
         assert error.value.reason == reason, name
 
 
-def _faststart_clip(path, frames=60):
-    """An mp4 with its index before the data (as many downloaded files are), so a truncated copy still opens."""
-    import av
-    from conftest import numbered_frames
-
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+def _muxed_clip(path, container_format, options, frames=60):
+    """A clip in another layout: `faststart` puts the mp4 index before the data (as many downloads do), fragmented
+    mp4 interleaves index and data, Matroska declares its size up front."""
+    with av.open(str(path), "w", format=container_format, options=options) as container:
         stream = container.add_stream("libx264", rate=25, options={"g": "10"})
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for frame in numbered_frames(frames):
@@ -105,16 +112,53 @@ def _faststart_clip(path, frames=60):
     return path
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("layout", ["index-last", "faststart"])
-def test_truncated_files_fail_cleanly(make_clip, tmp_path, backend, layout):
-    path = make_clip(frames=60, gop=10) if layout == "index-last" else _faststart_clip(tmp_path / "fs.mp4")
-    data = path.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+LAYOUTS = {  # name -> (container format, muxer options, file name)
+    "faststart": ("mp4", {"movflags": "faststart"}, "fs.mp4"),
+    "fragmented": ("mp4", {"movflags": "frag_keyframe+empty_moov"}, "frag.mp4"),
+    "matroska": ("matroska", {}, "clip.mkv"),
+}
+
+
+def _layout_clip(make_clip, tmp_path, layout):
+    if layout == "index-last":  # what write_h264 (and a plain ffmpeg run) writes: the mp4 index after the data
+        return make_clip("last.mp4", frames=60, gop=10)
+    container_format, options, name = LAYOUTS[layout]
+    return _muxed_clip(tmp_path / name, container_format, options)
+
+
+@pytest.mark.parametrize("layout", ["index-last", *LAYOUTS])
+def test_intact_files_of_every_layout_are_not_taken_for_truncated(make_clip, tmp_path, layout):
+    path = _layout_clip(make_clip, tmp_path, layout)
+    assert find_truncation(path) is None
+    assert open_video(path, backend="pyav").num_frames == 60
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("layout", ["index-last", *LAYOUTS])
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_a_truncated_file_counts_as_truncated_with_either_backend(make_clip, tmp_path, backend, layout, keep):
+    """A download cut short: decord used to refuse it (open_fail) while PyAV trained on the frames that were left."""
+    if backend == "decord":
+        pytest.importorskip("decord")
+    source = _layout_clip(make_clip, tmp_path, layout)
+    data = source.read_bytes()
+    cut = tmp_path / f"cut{source.suffix}"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    loader = ClipLoader(FrameSampler("sparse", 8, train=True), backend=backend)
     with pytest.raises(DecodeFailure) as error:
-        open_video(cut, backend=backend).get_batch([0, 30, 59])
-    assert error.value.reason in ("open_fail", "decode_fail")
+        loader.video(cut, torch.Generator().manual_seed(0))
+    assert error.value.reason == "truncated", error.value
+    assert "the file has" in error.value.detail or "no moov box" in error.value.detail
+
+
+def test_an_mp4_cut_between_its_data_and_its_index_is_truncated(make_clip, tmp_path):
+    path = make_clip("last.mp4", frames=30)
+    data = path.read_bytes()
+    moov = data.rindex(b"moov") - 4  # the index box starts 4 bytes (its size) before its name
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:moov])  # every box is whole, but the index never arrived
+    assert find_truncation(cut) == "it has no moov box (the index of its frames)"
+    assert probe_video(cut) == "truncated"
 
 
 def test_images_are_one_frame_videos(tmp_path):
@@ -127,3 +171,25 @@ def test_images_are_one_frame_videos(tmp_path):
     with pytest.raises(DecodeFailure) as error:
         read_image(tmp_path / "bad.jpg")
     assert error.value.reason == "decode_fail"
+
+
+def test_a_dropped_pyav_reader_frees_its_decoder_at_once(make_clip):
+    """Left to the garbage collector, a reader's FFmpeg state could be freed inside a forked DataLoader worker, where
+    its threads do not exist, and hang the worker (the parent had decoded before forking)."""
+    import gc
+    import weakref
+
+    path = make_clip(frames=30, gop=10)
+    gc.disable()
+    try:
+        reader = open_video(path, backend="pyav")
+        reader.get_batch([3, 20])  # leaves a paused frame generator behind
+        gone = weakref.ref(reader)
+        del reader
+        assert gone() is None  # freed by reference counting: no cycle through the generator
+        closed = open_video(path, backend="pyav")
+        closed.get_batch([3])
+        closed.close()
+        assert closed._frames is None and closed._container is None
+    finally:
+        gc.enable()

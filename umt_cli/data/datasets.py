@@ -10,7 +10,6 @@ the epoch even with persistent workers.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from umt_cli.data.decode import DecodeFailure, ShortRead, open_video, read_image
 from umt_cli.data.failures import Failure, deadline
 from umt_cli.data.sampling import FrameSampler
 from umt_cli.data.text import clean_caption
+from umt_cli.data.textfiles import json_records, read_text
 from umt_cli.errors import DataError
 from umt_cli.utils.seed import generator_for
 
@@ -89,7 +89,7 @@ def parse_video_list(path: str | Path) -> list[ListEntry]:
     """Read `path,label` lines (or `path label`), as the official loader does: the label is the last field, and a
     path whose basename has no `.` gets `.mp4` appended. Blank lines are skipped; a bad line is a `DataError`."""
     entries = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, what="video list").splitlines(), start=1):
         if not line.strip():
             continue
         sep = "," if "," in line else None
@@ -97,7 +97,7 @@ def parse_video_list(path: str | Path) -> list[ListEntry]:
         try:
             video, label = parts[0].strip(), int(parts[1])
         except (IndexError, ValueError):
-            raise DataError(f"{path}:{number}: expected `path,label`, got {line!r}") from None
+            raise DataError(f"{path} line {number}: expected `path,label`, got {line[:200]!r}") from None
         if "." not in os.path.basename(video):
             video += ".mp4"
         entries.append(ListEntry(video, label))
@@ -110,15 +110,7 @@ def load_annotations(path: str | Path) -> list[MediaEntry]:
     """Read a video-text annotation file: a JSON list, or JSON lines, of `{"video"|"image": path, "caption": str |
     [str, ...]}`. Captions are cleaned (`clean_caption`); entries without a caption are errors."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            items = json.loads(text)
-        else:
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON or JSON lines ({error})") from None
+    items = json_records(path, read_text(path, what="annotations"))
     return [_media_entry(item, path, number) for number, item in enumerate(items)]
 
 
@@ -262,9 +254,13 @@ def list_root(list_file: str | Path, root: str | Path | None) -> Path:
     if root is not None:
         return Path(root)
     recorded = Path(list_file).parent / "videos_root.txt"
-    if recorded.is_file():
-        return Path(recorded.read_text(encoding="utf-8").strip())
-    return Path(list_file).parent
+    if not recorded.is_file():
+        return Path(list_file).parent
+    text = read_text(recorded, what="videos_root.txt").strip()
+    if not text or "\n" in text:
+        # An empty file would silently mean the current folder, and two lines are no single folder.
+        raise DataError(f"{recorded}: expected one line naming the folder the list's paths are relative to")
+    return Path(text)
 
 
 def build_train_dataset(recipe: object, *, status_dir: str | None = None) -> VideoListDataset:

@@ -1,8 +1,11 @@
 """Video readers behind one small protocol: `num_frames`, `fps`, `get_batch(indices) -> uint8 (T, H, W, C)`.
 
-Backends: `decord` (also covers decord2, which imports as `decord`) and `pyav`; `auto` picks decord where it imports.
-Readers are opened per sample, inside the DataLoader worker, with one decode thread (decord deadlocks when a reader
-crosses a fork: dmlc/decord#294). Failures raise `DecodeFailure` with a reason the datasets count.
+Backends: `pyav` and `decord` (also covers decord2, which imports as `decord`); `auto` picks PyAV, which
+`benchmarks/bench_data.py` measured faster than decord through this pipeline on raw and on re-encoded clips, and
+which has wheels everywhere. Readers are opened per sample, inside the DataLoader worker, with one decode thread
+(decord deadlocks when a reader crosses a fork: dmlc/decord#294). Failures raise `DecodeFailure` with a reason the
+datasets count. A file cut short is recognised from its container before either backend reads it
+(`truncation.find_truncation`), so it counts as "truncated" whichever backend is used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from umt_cli.data.truncation import find_truncation
+
 __all__ = [
     "DecodeFailure",
     "ShortRead",
@@ -23,6 +28,7 @@ __all__ = [
     "VideoReader",
     "available_backends",
     "resolve_backend",
+    "check_video_file",
     "open_video",
     "read_image",
     "probe_size",
@@ -30,8 +36,9 @@ __all__ = [
     "clamp_indices",
 ]
 
-FAILURE_REASONS = ("missing", "empty", "open_fail", "decode_fail", "short_video", "timeout")
-"""Why a sample can fail; each is counted separately."""
+FAILURE_REASONS = ("missing", "empty", "truncated", "open_fail", "decode_fail", "short_video", "timeout")
+"""Why a sample can fail; each is counted separately. "truncated": the container declares more bytes than the file
+holds (an interrupted download), told apart from "open_fail" (unreadable) and "decode_fail" (damaged data)."""
 
 
 class DecodeFailure(Exception):
@@ -65,8 +72,8 @@ class VideoReader(Protocol):
 
 
 def available_backends() -> list[str]:
-    """Installed backends, in the order `auto` tries them."""
-    return [b for b, module in (("decord", "decord"), ("pyav", "av")) if importlib.util.find_spec(module)]
+    """Installed backends, in the order `auto` tries them: PyAV (faster here, wheels everywhere), then decord."""
+    return [b for b, module in (("pyav", "av"), ("decord", "decord")) if importlib.util.find_spec(module)]
 
 
 def resolve_backend(name: str) -> str:
@@ -104,6 +111,17 @@ def _check_file(path: Path) -> None:
         raise DecodeFailure("empty", path)
 
 
+def check_video_file(path: Path) -> None:
+    """Raise `DecodeFailure` for a missing, empty or truncated video, before any decoder sees it."""
+    _check_file(path)
+    try:
+        cut = find_truncation(path)
+    except OSError as error:
+        raise DecodeFailure("open_fail", path, str(error)) from None
+    if cut is not None:
+        raise DecodeFailure("truncated", path, cut)
+
+
 def probe_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of a video's first stream, read from its header without decoding."""
     import av
@@ -117,9 +135,14 @@ def probe_size(path: str | Path) -> tuple[int, int]:
 
 
 def open_video(path: str | Path, *, backend: str = "auto", short_side: int | None = None) -> VideoReader:
-    """Open a video for frame access; `short_side` downscales while decoding (fewer pixels for later transforms)."""
+    """Open a video for frame access; `short_side` downscales while decoding (fewer pixels for later transforms).
+
+    Raises:
+        DecodeFailure: The file is missing, empty, truncated (whatever the backend), cannot be opened, or has no
+            frames.
+    """
     path = Path(path)
-    _check_file(path)
+    check_video_file(path)
     name = resolve_backend(backend)
     reader: VideoReader = DecordReader(path, short_side) if name == "decord" else PyAVReader(path, short_side)
     if reader.num_frames <= 0:
@@ -233,26 +256,18 @@ class PyAVReader:
         frames = self._decode(sorted(set(wanted)), av)  # sorted: a single forward pass over the file
         return np.stack([frames[i] for i in wanted])
 
-    def _decoded_frames(self) -> Iterator[object]:
-        """Frames from the current file position. Packets of frames nobody wants are decoded with
-        `skip_frame=NONREF`: the decoder then drops them when no other frame refers to them (most B-frames), which
-        saves about a quarter of the work in long GOPs and never changes a frame that is kept."""
-        ctx = self._stream.codec_context
-        for packet in self._container.demux(self._stream):
-            index = self._rank(packet.pts) if packet.pts is not None else None
-            ctx.skip_frame = "NONREF" if index is not None and index not in self._wanted else "DEFAULT"
-            yield from packet.decode()
-
     def _decode(self, targets: list[int], av: object) -> dict[int, np.ndarray]:
         wanted, out = set(targets), {}
-        self._wanted = wanted
+        self._wanted.clear()
+        self._wanted.update(wanted)  # in place: a paused frame generator holds this very set
         for target in targets:
             keyframe = self._keyframes[bisect.bisect_right(self._keyframes, target) - 1]
             # Seek only when it skips frames we would otherwise decode and drop, or to go back in the file.
             if self._frames is None or keyframe > self._position or target < self._position:
                 if keyframe > 0 or self._frames is not None:
                     self._container.seek(self._pts[keyframe], stream=self._stream, backward=True, any_frame=False)
-                self._frames = self._decoded_frames()  # a paused generator keeps its buffered frames
+                # A paused generator keeps its buffered frames.
+                self._frames = _decoded_frames(self._container, self._stream, self._pts, self._wanted)
                 self._position = keyframe
             try:
                 for frame in self._frames:
@@ -275,16 +290,39 @@ class PyAVReader:
         return frame.to_ndarray(format="rgb24", width=w, height=h)  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        """Free the decoder and file now. A paused frame generator holds the codec context, and FFmpeg state left
+        for the garbage collector can be freed in a forked DataLoader worker, where its threads do not exist: the
+        worker then hangs or crashes."""
+        frames = getattr(self, "_frames", None)
+        if frames is not None:
+            frames.close()
+            self._frames = None
         container = getattr(self, "_container", None)
         if container is not None:
             container.close()
             self._container = None
+        self._stream = None
 
     def __enter__(self) -> PyAVReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _decoded_frames(container: object, stream: object, pts: list[int], wanted: set[int]) -> Iterator[object]:
+    """Frames from the container's current position. Packets of frames nobody wants are decoded with
+    `skip_frame=NONREF`: the decoder then drops them when no other frame refers to them (most B-frames), which saves
+    about a quarter of the work in long GOPs and never changes a frame that is kept.
+
+    A function, not a method: a generator holding its reader would make a reference cycle, leaving the FFmpeg state
+    of an unclosed reader to the garbage collector instead of freeing it when the reader goes (see `close`).
+    """
+    ctx = stream.codec_context  # type: ignore[attr-defined]
+    for packet in container.demux(stream):  # type: ignore[attr-defined]
+        index = bisect.bisect_left(pts, packet.pts) if packet.pts is not None else None
+        ctx.skip_frame = "NONREF" if index is not None and index not in wanted else "DEFAULT"
+        yield from packet.decode()
 
 
 def default_workers() -> int:

@@ -382,8 +382,9 @@ def test_reencoding_resumes_after_an_interruption_without_redoing_finished_copie
     out = tmp_path / "k710"
     prepare_kinetics710(_source(tree, out, resize_short_side=32, keyframe_interval=4))
     first = _outputs(out)
-    copies = out / "videos"
-    assert _lines(out / "videos_root.txt") == [str(copies)]
+    copies = Path(_lines(out / "videos_root.txt")[0])
+    assert copies.parent == out / "videos" and copies.name.startswith("short32-gop4-crf23-fastdecode-")
+    assert json.loads((copies / "encoding.json").read_text())["short_side"] == 32
     rows = [row.rsplit(",", 1)[0] for row in _lines(out / "k710_train.csv")]
     assert rows == [r.rsplit(",", 1)[0] for r in TRAIN_ROWS if "corrupt__07" not in r]  # the corrupt one fails
     assert json.loads(first["manifest.json"])["lists"]["k710_train"]["dropped"]["reencode_open_fail"] == 1
@@ -400,6 +401,40 @@ def test_reencoding_resumes_after_an_interruption_without_redoing_finished_copie
     assert _outputs(out) == first
     assert victim.is_file()
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished copies were not touched
+
+
+def _height(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.height
+
+
+def test_changing_any_encoding_setting_reencodes_and_an_unchanged_run_reuses_the_copies(tree, tmp_path):
+    out = tmp_path / "k710"
+    base = {"resize_short_side": 32, "keyframe_interval": 4, "crf": 23, "fast_decode": True}
+    prepare_kinetics710(_source(tree, out, **base))
+    first_root = Path(_lines(out / "videos_root.txt")[0])
+    rows = [row.rsplit(",", 1)[0] for row in _lines(out / "k710_train.csv")]
+    first = {row: (first_root / row).read_bytes() for row in rows}
+    roots = [first_root]
+    for key, value in [("resize_short_side", 24), ("keyframe_interval", 2), ("crf", 35), ("fast_decode", False)]:
+        prepare_kinetics710(_source(tree, out, **{**base, key: value}))
+        root = Path(_lines(out / "videos_root.txt")[0])
+        assert root not in roots, key  # a new folder: the old copies are not passed off as new ones
+        roots.append(root)
+        assert all((root / row).read_bytes() != first[row] for row in rows), key
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["videos_root"] == str(root)
+        assert manifest["copies"]["short_side"] == {**base, key: value}["resize_short_side"]
+        unused = manifest["warnings"][-1]  # every earlier folder is named, none is deleted
+        assert "also holds copies these lists do not use" in unused and all(r.name in unused for r in roots[:-1])
+    assert {_height(roots[1] / row) for row in rows} == {24} and {_height(first_root / row) for row in rows} == {32}
+
+    stamps = {p: p.stat().st_mtime_ns for p in first_root.rglob("*.mp4")}
+    prepare_kinetics710(_source(tree, out, **base))  # back to the first settings: nothing to encode
+    assert Path(_lines(out / "videos_root.txt")[0]) == first_root
+    assert {p: p.stat().st_mtime_ns for p in first_root.rglob("*.mp4")} == stamps
 
 
 def test_paths_that_break_the_list_format_are_refused(tmp_path):
@@ -422,7 +457,7 @@ def test_csv_discovery_accepts_one_file_and_refuses_an_empty_folder(tmp_path):
 def test_a_csv_without_a_split_is_refused_with_its_name(tmp_path):
     videos = tmp_path / "k400"
     _write_csv(videos / "kinetics400.csv", ["label", "youtube_id"], [["abseiling", "aaaaaaaaaaa"]])
-    with pytest.raises(DataError, match=r"kinetics400.csv:2: no split column"):
+    with pytest.raises(DataError, match=r"kinetics400.csv line 2: no split column"):
         prepare_kinetics710(Kinetics710Source(k400=KineticsVersion(videos=videos), out=tmp_path / "out"))
 
 

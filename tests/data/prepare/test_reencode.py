@@ -1,5 +1,7 @@
 """Re-encoding: short side, keyframe interval, frame count and rate kept; parallel runs skip finished copies."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import av
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 from umt_cli.data.decode import DecodeFailure
-from umt_cli.data.prepare.reencode import reencode_many, reencode_video
+from umt_cli.data.prepare.reencode import CopySettings, copies_folder, reencode_many, reencode_video
 
 
 def _describe(path: Path) -> tuple[int, int, list[int], int, float]:
@@ -77,3 +79,43 @@ def test_fast_decode_copies_have_no_b_frames(make_clip, tmp_path, fast_decode):
     with av.open(str(dst)) as container:
         kinds = {av.video.frame.PictureType(frame.pict_type).name for frame in container.decode(video=0)}
     assert ("B" in kinds) is not fast_decode
+
+
+def test_every_setting_that_changes_the_bytes_changes_the_copies_folder(tmp_path):
+    base = CopySettings(short_side=32, keyframe_interval=4, crf=23, fast_decode=True)
+    changed = [
+        CopySettings(24, 4, 23, True),
+        CopySettings(32, 8, 23, True),
+        CopySettings(32, 4, 30, True),
+        CopySettings(32, 4, 23, False),
+    ]
+    names = {s.folder_name() for s in [base, *changed]}
+    assert len(names) == 5
+    assert base.folder_name() == CopySettings(32, 4, 23, True).folder_name()  # a pure function of the settings
+    assert base.folder_name().startswith("short32-gop4-crf23-fastdecode-")
+
+    folder = copies_folder(tmp_path / "videos", base)
+    assert folder == tmp_path / "videos" / base.folder_name()
+    record = json.loads((folder / "encoding.json").read_text())
+    assert record["short_side"] == 32 and record["codec"] == "libx264"
+    assert record["encoder_options"]["g"] == "4" and record["encoder_options"]["tune"] == "fastdecode"
+
+
+def test_the_copy_is_written_with_the_recorded_encoder_options(make_clip, tmp_path):
+    """The folder key must describe the real encoder options: libx264 writes its options into the stream."""
+    settings = CopySettings(short_side=32, keyframe_interval=5, crf=31, fast_decode=False)
+    dst = tmp_path / "copy.mp4"
+    reencode_video(make_clip(frames=10), dst, **dataclasses.asdict(settings))
+    written = dst.read_bytes()
+    options = settings.record()["encoder_options"]
+    assert f"crf={options['crf']}.0".encode() in written and f"keyint={options['g']} ".encode() in written
+
+
+def test_a_truncated_source_fails_instead_of_becoming_a_shorter_complete_copy(make_clip, tmp_path):
+    data = make_clip("src.mp4", frames=30).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeFailure) as failure:
+        reencode_video(cut, tmp_path / "copy.mp4", short_side=32, keyframe_interval=4, crf=23)
+    assert failure.value.reason == "truncated"
+    assert not (tmp_path / "copy.mp4").exists()

@@ -100,3 +100,50 @@ def test_a_bug_in_the_task_is_raised_not_counted(tmp_path):
 
 def test_no_items_starts_no_worker():
     assert run_isolated(raises, [], workers=4) == {}
+
+
+ORPHAN_SCRIPT = """
+import sys, time
+from pathlib import Path
+from umt_cli.data.prepare.verify import run_isolated
+
+def slow(marker):
+    Path(marker).touch()
+    time.sleep(1.0)  # the parent is killed meanwhile
+    return None
+
+if __name__ == "__main__":
+    run_isolated(slow, [sys.argv[1]], workers=1)
+"""
+
+
+def test_a_worker_whose_parent_was_killed_exits_without_a_traceback(tmp_path):
+    """Killing `prepare-data` mid-run must not make its orphaned workers print tracebacks."""
+    import subprocess
+    import sys
+
+    script, marker = tmp_path / "run.py", tmp_path / "started"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the worker never started"
+    parent.kill()  # SIGKILL: no clean-up runs, the busy worker is orphaned
+    # The orphan inherited the stderr pipe, so this reads until the orphan has exited too.
+    _, stderr = parent.communicate(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_cached_results_of_another_backend_or_an_older_probe_are_not_reused(make_clip, tmp_path):
+    data = make_clip("clip.mp4", frames=20).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    stat = cut.stat()
+    entry = {"path": str(cut), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "reason": "open_fail"}
+    cache = tmp_path / "cache.jsonl"
+    untagged, other_backend = dict(entry), {**entry, "probe": "decord/2"}
+    cache.write_text(json.dumps(untagged) + "\n" + json.dumps(other_backend) + "\n")  # an older umt's answers
+    assert probe_videos([cut], timeout_s=30, workers=1, backend="pyav", cache=cache) == {cut: "truncated"}
+    latest = json.loads(cache.read_text().splitlines()[-1])
+    assert latest["reason"] == "truncated" and latest["probe"].startswith("pyav/")

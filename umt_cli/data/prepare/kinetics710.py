@@ -12,7 +12,9 @@ the same stages, and the manifest counts what is left after each one and why the
 Choices where the specification leaves room:
 - **Path root.** List paths are relative to the deepest folder holding every given version's video folder (a single
   version: its own folder), written to `videos_root.txt` and the manifest; a loader opens `root / path`. With
-  `resize_short_side`, the copies live at `out/videos/<the same relative path, .mp4>` and the root is `out/videos`.
+  `resize_short_side`, the copies live at `out/videos/<settings>/<the same relative path, .mp4>` and that folder is
+  the root. `<settings>` names every encoding setting (`reencode.CopySettings`), so changing one re-encodes into a
+  new folder instead of passing old copies off as new; folders no list uses are named in a warning.
 - **Which copy of an id.** The file under the version whose row won; when that copy lacks it, the first other
   version (in priority order) that has it, so a partial K700 download is completed from K600/K400 copies.
 - **Per-version index space.** `labels_k400.txt` (and 600, 700) is the 710 class order restricted to the classes
@@ -28,9 +30,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from umt_cli import __version__
 from umt_cli.data.prepare.kinetics_inputs import (
@@ -45,6 +47,9 @@ from umt_cli.data.prepare.kinetics_inputs import (
 from umt_cli.errors import DataError
 from umt_cli.recipe.prepare import Kinetics710Source, KineticsVersion
 from umt_cli.utils.files import atomic_path, sha256_file
+
+if TYPE_CHECKING:
+    from umt_cli.data.prepare.reencode import CopySettings
 
 __all__ = ["EXPECTED_SIZES", "Entry", "VideoList", "prepare_kinetics710"]
 
@@ -122,8 +127,8 @@ def prepare_kinetics710(source: Kinetics710Source) -> dict[str, Any]:
     _check_paths(lists, root)
     if source.verify:
         _drop_undecodable(lists, out, source)
-    if source.resize_short_side:
-        root = _reencode(lists, root, out, source)
+    if (settings := _copy_settings(source)) is not None:
+        root = _reencode(lists, root, out, settings, source.workers)
     manifest = _manifest(source, given, versions, videos, lists, classes, root)
     _write_outputs(out, lists, classes, root, videos, manifest)
     return {
@@ -271,16 +276,24 @@ def _drop_failures(video_list: VideoList, results: dict[Path, str | None], stage
         video_list.drop(reason, failed[reason])
 
 
-def _reencode(lists: list[VideoList], root: Path, out: Path, source: Kinetics710Source) -> Path:
-    """Re-encode every listed video into `out/videos` (keeping its relative path), point the lists at the copies."""
-    from umt_cli.data.prepare.reencode import reencode_many
+def _copy_settings(source: Kinetics710Source) -> CopySettings | None:
+    """The settings of the re-encoded copies, or None without `resize_short_side`."""
+    from umt_cli.data.prepare.reencode import CopySettings
 
-    copies = out / "videos"
+    if not source.resize_short_side:
+        return None
+    return CopySettings(source.resize_short_side, source.keyframe_interval, source.crf, source.fast_decode)
+
+
+def _reencode(lists: list[VideoList], root: Path, out: Path, settings: CopySettings, workers: int) -> Path:
+    """Re-encode every listed video into `out/videos/<settings folder>` (keeping its relative path), and point the
+    lists at the copies. Copies made with other settings sit in other folders and are never reused."""
+    from umt_cli.data.prepare.reencode import copies_folder, reencode_many
+
+    copies = copies_folder(out / "videos", settings)
     sources = sorted({entry.path for video_list in lists for entry in video_list.entries.values()})
     target = {src: copies / src.relative_to(root).with_suffix(".mp4") for src in sources}
-    settings = {"keyframe_interval": source.keyframe_interval, "crf": source.crf, "workers": source.workers,
-                "fast_decode": source.fast_decode}  # fmt: skip
-    results = reencode_many(sorted(target.items()), short_side=source.resize_short_side, **settings)
+    results = reencode_many(sorted(target.items()), workers=workers, **asdict(settings))
     for video_list in lists:
         _drop_failures(video_list, results, "reencode")
         video_list.entries = {yid: replace(e, path=target[e.path]) for yid, e in video_list.entries.items()}
@@ -318,6 +331,7 @@ def _manifest(
         else {"source": "sorted class names"},
         "classes": {"k710": len(classes), **{name: len(rows.classes) for name, rows in versions.items()}},
         "videos_root": str(root),
+        "copies": settings.record() if (settings := _copy_settings(source)) is not None else None,
         "lists": {
             v.name: {
                 "rows": len(v.entries),
@@ -328,7 +342,7 @@ def _manifest(
             for v in lists
         },
         "side_files": _side_file_names(lists),
-        "warnings": _warnings(versions, lists),
+        "warnings": _warnings(versions, lists) + _unused_copies(_absolute(source.out), root),
     }
 
 
@@ -369,6 +383,22 @@ def _warnings(versions: dict[str, VersionRows], lists: list[VideoList]) -> list[
                 "(incomplete video copies, failed probes or the exclude rule change this number)"
             )
     return warnings
+
+
+def _unused_copies(out: Path, root: Path) -> list[str]:
+    """A warning naming what `out/videos` holds besides the copies these lists use: copies made with other settings
+    (or by an older umt, which kept them straight in `out/videos`). They are never reused, only taking space."""
+    videos = out / "videos"
+    if not videos.is_dir():
+        return []
+    unused = sorted(p.name for p in videos.iterdir() if not p.name.startswith(".") and p != root)
+    if not unused:
+        return []
+    shown = ", ".join(unused[:5]) + (", ..." if len(unused) > 5 else "")
+    return [
+        f"{videos} also holds copies these lists do not use ({shown}): made with other settings or by an older "
+        "umt; delete them to free space"
+    ]
 
 
 def _write_outputs(

@@ -6,7 +6,6 @@ section 6.2) the moment they are read, so no other code ever sees a K400 spellin
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -14,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from umt_cli.data.textfiles import csv_rows, read_text
 from umt_cli.errors import DataError, UsageError
 from umt_cli.recipe.prepare import KineticsVersion
 from umt_cli.utils.files import sha256_file
@@ -130,26 +130,27 @@ def _split_from_name(path: Path) -> str | None:
 def _read_rows(path: Path) -> list[tuple[int, str, str, str | None]]:
     """(line, split, id, merged label or None) for each row; the split comes from the `split` column or the name."""
     from_name = _split_from_name(path)
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or []]
-        if "youtube_id" not in reader.fieldnames:
-            raise DataError(f"{path}: no youtube_id column (columns: {', '.join(reader.fieldnames)})")
-        rows = []
-        for row in reader:
-            youtube_id = (row.get("youtube_id") or "").strip()
-            split = _SPLIT_WORDS.get((row.get("split") or "").strip().lower()) or from_name
-            if not youtube_id:
-                raise DataError(f"{path}:{reader.line_num}: empty youtube_id")
-            if split is None:
-                value = row.get("split")
-                what = f"unknown split value {value!r}" if value else "no split column, and the file name names none"
-                raise DataError(f"{path}:{reader.line_num}: {what} (expected train, validate/val or test)")
-            label = merge_name(row["label"]) if (row.get("label") or "").strip() else None
-            if label is None and split != "test":
-                raise DataError(f"{path}:{reader.line_num}: {split} row {youtube_id} has no label")
-            rows.append((reader.line_num, split, youtube_id, label))
-    return rows
+    rows = csv_rows(path, read_text(path, what="Kinetics CSV"))
+    _, header = next(rows, (1, []))
+    columns = [name.strip().lower() for name in header]
+    if "youtube_id" not in columns:
+        raise DataError(f"{path}: no youtube_id column (columns: {', '.join(columns)})")
+    found = []
+    for line, fields in rows:
+        row = dict(zip(columns, fields, strict=False))  # a short row lacks its last columns, as in csv.DictReader
+        youtube_id = (row.get("youtube_id") or "").strip()
+        split = _SPLIT_WORDS.get((row.get("split") or "").strip().lower()) or from_name
+        if not youtube_id:
+            raise DataError(f"{path} line {line}: empty youtube_id")
+        if split is None:
+            value = row.get("split")
+            what = f"unknown split value {value!r}" if value else "no split column, and the file name names none"
+            raise DataError(f"{path} line {line}: {what} (expected train, validate/val or test)")
+        label = merge_name(row["label"]) if (row.get("label") or "").strip() else None
+        if label is None and split != "test":
+            raise DataError(f"{path} line {line}: {split} row {youtube_id} has no label")
+        found.append((line, split, youtube_id, label))
+    return found
 
 
 def read_version(name: str, version: KineticsVersion) -> VersionRows:
@@ -173,9 +174,7 @@ def read_label_map(path: Path) -> list[tuple[str, int]]:
     Formats: a JSON list of names (index = position) or `{name: index}` object; else text with one name per line
     (index = line number, blank lines skipped) or, when every line ends in an integer, `name<blanks or ,>index`.
     """
-    if not path.is_file():
-        raise UsageError(f"label map not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, what="label map")
     if text.lstrip()[:1] in ("[", "{"):
         return _json_label_map(path, text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -189,7 +188,7 @@ def _json_label_map(path: Path, text: str) -> list[tuple[str, int]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UsageError(f"{path}: not valid JSON ({error})") from None
+        raise UsageError(f"{path} line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})") from None
     if isinstance(data, list) and all(isinstance(name, str) for name in data):
         return [(merge_name(name), i) for i, name in enumerate(data)]
     if isinstance(data, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in data.values()):

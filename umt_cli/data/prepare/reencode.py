@@ -2,29 +2,81 @@
 
 Raw Kinetics files are up to full HD with keyframes every ~250 frames, so sparse sampling decodes most of a file for
 eight frames. A copy with a 256-pixel short side and a keyframe every few frames decodes several times faster.
-Only the video stream is kept (training never reads audio); the frame rate and frame count are kept. Copies appear
-atomically, so an existing destination is complete and `reencode_many` skips it: an interrupted run resumes.
+Only the video stream is kept (training never reads audio); the frame rate and frame count are kept.
+
+A copy's identity is every setting that shapes its bytes (`CopySettings`): the copies of one setting live in a folder
+named after them (`short256-gop16-crf23-fastdecode-<hash>`, the hash covering the full encoder options and
+`COPY_FORMAT`), with an `encoding.json` that spells the settings out. Changing any setting therefore means a new
+folder and fresh copies, never an old copy taken for a new one. Copies appear atomically, so an existing destination
+is complete and `reencode_many` skips it: an unchanged re-run encodes nothing and an interrupted run resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from umt_cli.data.decode import DecodeFailure, scaled_size
-from umt_cli.data.prepare.encode import write_h264
+from umt_cli.data.decode import DecodeFailure, check_video_file, scaled_size
+from umt_cli.data.prepare.encode import CODEC, PIXEL_FORMAT, h264_options, write_h264
 from umt_cli.data.prepare.verify import run_isolated
+from umt_cli.utils.files import atomic_path
 from umt_cli.utils.progress import progress
 
-__all__ = ["reencode_video", "reencode_many"]
+__all__ = ["COPY_FORMAT", "CopySettings", "copies_folder", "reencode_video", "reencode_many"]
 
 
 FAST_DECODE = {"tune": "fastdecode", "bf": "0"}
 """x264 settings for copies that decode about twice as fast (CAVLC, no deblocking, no B-frames) for ~25 % more bytes."""
+PRESET = "veryfast"
+COPY_FORMAT = 1
+"""Bump when `reencode_video` writes different bytes for the same settings (scaling, size rounding, kept streams):
+the folder name changes with it, so copies of an older umt are not taken for new ones."""
+SETTINGS_FILE = "encoding.json"
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """Every setting that shapes the bytes of a re-encoded copy."""
+
+    short_side: int
+    keyframe_interval: int
+    crf: int
+    fast_decode: bool = True
+
+    def encoder_kwargs(self) -> dict[str, object]:
+        """The keyword arguments of `write_h264` that these settings fix."""
+        x264 = FAST_DECODE if self.fast_decode else None
+        return {"keyframe_interval": self.keyframe_interval, "crf": self.crf, "preset": PRESET, "x264_options": x264}
+
+    def record(self) -> dict[str, object]:
+        """Everything that shapes a copy, as plain data: the short side and the exact libx264 options."""
+        options = h264_options(**self.encoder_kwargs())  # type: ignore[arg-type]
+        return {"format": COPY_FORMAT, "short_side": self.short_side, "codec": CODEC, "pixel_format": PIXEL_FORMAT,
+                "encoder_options": options}  # fmt: skip
+
+    def folder_name(self) -> str:
+        """`short<N>-gop<K>-crf<C>[-fastdecode]-<hash>`: readable, and the hash of `record()` covers the rest."""
+        digest = hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:8]
+        speed = "-fastdecode" if self.fast_decode else ""
+        return f"short{self.short_side}-gop{self.keyframe_interval}-crf{self.crf}{speed}-{digest}"
+
+
+def copies_folder(parent: Path, settings: CopySettings) -> Path:
+    """The folder for copies made with `settings` under `parent`, created with its `encoding.json`."""
+    folder = parent / settings.folder_name()
+    record = json.dumps(settings.record(), indent=2, sort_keys=True) + "\n"
+    path = folder / SETTINGS_FILE
+    if not path.is_file() or path.read_text(encoding="utf-8") != record:
+        with atomic_path(path) as tmp:
+            tmp.write_text(record, encoding="utf-8")
+    return folder
 
 
 def reencode_video(
@@ -41,13 +93,12 @@ def reencode_video(
         fast_decode: Encode for decoding speed (`FAST_DECODE`).
 
     Raises:
-        DecodeFailure: `src` is missing, cannot be opened or decoded, or has no frames. Encoding errors (a full
-            disk, say) are not decode failures and propagate unchanged.
+        DecodeFailure: `src` is missing, empty, truncated, cannot be opened or decoded, or has no frames. Encoding
+            errors (a full disk, say) are not decode failures and propagate unchanged.
     """
     import av
 
-    if not src.is_file():
-        raise DecodeFailure("missing", src)
+    check_video_file(src)  # a truncated source must fail here, not become a complete-looking shorter copy
     try:
         container = av.open(str(src))
     except (av.FFmpegError, OSError) as error:
@@ -64,12 +115,9 @@ def reencode_video(
         first = next(frames, None)
         if first is None:
             raise DecodeFailure("short_video", src, "no frames")
-        options = {
-            "keyframe_interval": keyframe_interval,
-            "crf": crf,
-            "x264_options": FAST_DECODE if fast_decode else None,
-        }
-        write_h264(dst, itertools.chain([first], frames), fps=rate, width=width, height=height, **options)
+        options = CopySettings(short_side, keyframe_interval, crf, fast_decode).encoder_kwargs()
+        frames = itertools.chain([first], frames)
+        write_h264(dst, frames, fps=rate, width=width, height=height, **options)  # type: ignore[arg-type]
 
 
 def _decoded(container: object, stream: object, src: Path, width: int, height: int) -> Iterator[np.ndarray]:

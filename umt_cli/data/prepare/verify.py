@@ -6,8 +6,9 @@ outlives its timeout ("timeout") or that dies under it ("decode_fail"); a fresh 
 `run_isolated` is that pool, shared with re-encoding. Spawned, not forked, workers never inherit a reader (decord
 deadlocks on readers that cross a fork, dmlc/decord#294).
 
-Results are cached as JSON lines keyed by (path, size, mtime), appended as they arrive, so a re-run, or a run after
-an interruption, probes only new or changed files.
+Results are cached as JSON lines keyed by (path, size, mtime) and by what probed them (the backend and
+`PROBE_FORMAT`), appended as they arrive, so a re-run, or a run after an interruption, probes only new or changed
+files, and a result of another backend or an older probe is never reused.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, TypeVar
 
-from umt_cli.data.decode import DecodeFailure, default_workers, open_video
+from umt_cli.data.decode import DecodeFailure, default_workers, open_video, resolve_backend
 from umt_cli.utils.progress import progress
 
 __all__ = ["probe_video", "probe_videos", "run_isolated"]
@@ -33,6 +34,9 @@ Item = TypeVar("Item", bound=Hashable)
 
 CRASH_REASON = "decode_fail"
 """What a worker that dies mid-task (a native crash in the decoder) reports."""
+PROBE_FORMAT = 2
+"""Bump when `probe_video` can give another answer for the same file (2: the "truncated" reason), so that cached
+answers of the older probe are not reused."""
 
 
 def probe_video(path: Path, backend: str = "auto") -> str | None:
@@ -76,15 +80,18 @@ def probe_videos(
             killed and the video reported as "timeout".
         workers: Worker processes; 0 = one per core.
         backend: Reader backend for the default probe.
-        cache: A JSON-lines file of earlier results; unchanged files (same size and mtime) are not probed again.
+        cache: A JSON-lines file of earlier results; unchanged files (same size and mtime) are not probed again
+            by the same probe (for the default probe: the same backend and `PROBE_FORMAT`).
         probe: The per-file probe, `probe(path) -> reason | None`; a module-level function (or a `partial` of one)
             because it is pickled into the workers. Default: `probe_video` with `backend`.
 
     Returns:
         Every path (in input order) mapped to None (decodes) or a failure reason.
     """
+    # A caller-supplied probe keys its own cache entries; the default one is keyed by backend and probe format.
+    tag = None if probe is not None else f"{resolve_backend(backend)}/{PROBE_FORMAT}"
     probe = probe or partial(probe_video, backend=backend)
-    known = _load_cache(cache, timeout_s) if cache is not None else {}
+    known = _load_cache(cache, timeout_s, tag) if cache is not None else {}
     results: dict[Path, str | None] = {}
     todo: list[Path] = []
     for path in dict.fromkeys(paths):
@@ -98,7 +105,7 @@ def probe_videos(
     with progress("verify videos", len(results) + len(todo)) as bar:
         if results:
             bar.advance(len(results))
-        with _CacheWriter(cache, timeout_s) as writer:
+        with _CacheWriter(cache, timeout_s, tag) as writer:
 
             def record(path: Path, reason: str | None) -> None:
                 writer.append(path, reason)
@@ -117,17 +124,21 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _load_cache(cache: Path, timeout_s: float) -> dict[tuple[str, int, int], str | None]:
-    """Earlier results by (path, size, mtime); the last line for a key wins, a torn last line is ignored."""
+def _load_cache(cache: Path, timeout_s: float, tag: str | None) -> dict[tuple[str, int, int], str | None]:
+    """Earlier results of the probe `tag` by (path, size, mtime); the last line for a key wins, a torn last line is
+    ignored."""
     known: dict[tuple[str, int, int], str | None] = {}
     if not cache.is_file():
         return known
-    for line in cache.read_text(encoding="utf-8").splitlines():
+    # A damaged byte must not stop the run: its line fails to parse below and that file is simply probed again.
+    for line in cache.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line)
             key = (entry["path"], int(entry["size"]), int(entry["mtime_ns"]))
         except (ValueError, KeyError, TypeError):
             continue  # an interrupted append leaves a partial line
+        if tag is not None and entry.get("probe") != tag:
+            continue  # another backend or an older probe (or a cache written before entries were tagged)
         if entry["reason"] == "timeout" and entry.get("timeout_s", 0) < timeout_s:
             continue  # a longer timeout may let this one finish, so it deserves another try
         known[key] = entry["reason"]
@@ -137,8 +148,8 @@ def _load_cache(cache: Path, timeout_s: float) -> dict[tuple[str, int, int], str
 class _CacheWriter:
     """Appends one JSON line per finished probe and flushes it, so an interrupted run keeps what it learnt."""
 
-    def __init__(self, cache: Path | None, timeout_s: float) -> None:
-        self.cache, self.timeout_s, self.file = cache, timeout_s, None
+    def __init__(self, cache: Path | None, timeout_s: float, tag: str | None) -> None:
+        self.cache, self.timeout_s, self.tag, self.file = cache, timeout_s, tag, None
 
     def __enter__(self) -> _CacheWriter:
         if self.cache is not None:
@@ -153,6 +164,8 @@ class _CacheWriter:
         entry: dict[str, Any] = {"path": str(path), "size": stamp[0], "mtime_ns": stamp[1], "reason": reason}
         if reason == "timeout":
             entry["timeout_s"] = self.timeout_s
+        if self.tag is not None:
+            entry["probe"] = self.tag
         self.file.write(json.dumps(entry) + "\n")
         self.file.flush()
 
@@ -295,12 +308,28 @@ class _Worker:
         self.conn.close()
 
 
+_PARENT_GONE = (BrokenPipeError, ConnectionResetError, EOFError)
+"""What the pipe raises in a worker whose parent has died (killed, or interrupted before it could stop us)."""
+
+
 def _serve(conn: Connection, func: Callable) -> None:
-    """Worker loop: a start-up signal, then (True, result) for each item, or (False, traceback) when `func` raised."""
+    """Worker loop: a start-up signal, then (True, result) for each item, or (False, traceback) when `func` raised.
+
+    Returns quietly once the parent is gone: an orphan has nobody to report to, and a traceback from each orphan
+    would bury the parent's own message (the parent re-runs unfinished items, so nothing is lost).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
-    conn.send((None, None))  # started: the parent's clock for the first item begins now
-    while (item := conn.recv()) is not None:
-        try:
-            conn.send((True, func(item)))
-        except Exception:
-            conn.send((False, traceback.format_exc(limit=5)))
+    try:
+        conn.send((None, None))  # started: the parent's clock for the first item begins now
+        while (item := conn.recv()) is not None:
+            conn.send(_answer(func, item))
+    except _PARENT_GONE:
+        return
+
+
+def _answer(func: Callable, item: object) -> tuple[bool, object]:
+    """(True, func(item)), or (False, its traceback): a bug in `func` is reported to the parent, not counted."""
+    try:
+        return True, func(item)
+    except Exception:
+        return False, traceback.format_exc(limit=5)

@@ -15,7 +15,8 @@ from pathlib import Path
 from umt_cli.data.datasets import IMAGE_SUFFIXES
 from umt_cli.data.decode import default_workers
 from umt_cli.data.text import clean_caption
-from umt_cli.errors import DataError, UsageError
+from umt_cli.data.textfiles import json_records, read_text
+from umt_cli.errors import DataError
 from umt_cli.recipe.prepare import VideoTextSource
 from umt_cli.utils.files import atomic_path
 from umt_cli.utils.progress import progress
@@ -25,15 +26,7 @@ __all__ = ["read_raw_annotations", "prepare_video_text"]
 
 def read_raw_annotations(path: Path) -> list[object]:
     """The entries of a JSON list or JSON-lines file, unvalidated."""
-    if not path.is_file():
-        raise UsageError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if text.lstrip().startswith("["):
-            return json.loads(text)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON or JSON lines ({error})") from None
+    return json_records(path, read_text(path, what="annotations"))
 
 
 def _clean_entry(item: object) -> tuple[dict | None, str | None]:
