@@ -31,8 +31,9 @@ TINY_RECIPE = "quickstart/distill"
 # --- injecting file-system failures ----------------------------------------------------------------------------
 
 
-def fail_writes_under(monkeypatch: pytest.MonkeyPatch, root: Path, code: int) -> None:
-    """Make every write below `root` fail with `code` (ENOSPC, EROFS, EACCES...) the way the kernel reports it."""
+def fail_writes_under(monkeypatch: pytest.MonkeyPatch, root: Path, code: int, *, folders: bool = True) -> None:
+    """Make every write below `root` fail with `code` (ENOSPC, EROFS, EACCES...) the way the kernel reports it;
+    with `folders=False`, creating folders still works (a disk that fills up while files are written)."""
     root = Path(root).absolute()
 
     def hit(path: object) -> bool:
@@ -57,7 +58,7 @@ def fail_writes_under(monkeypatch: pytest.MonkeyPatch, root: Path, code: int) ->
         return real_os_open(path, flags, *args, **kwargs)
 
     def fake_mkdir(path, *args, **kwargs):
-        if hit(path):
+        if folders and hit(path):
             raise refuse(path)
         return real_mkdir(path, *args, **kwargs)
 
@@ -196,8 +197,27 @@ def _prepare_rows() -> list[Fault]:
               "labels.txt"),
         Fault("label map is a directory", lambda t, m, o: k710(t, "--label-map", label_map(t, None)), 2,
               "labels.txt: is a folder"),
+        Fault("Kinetics CSV is a directory", _kinetics_csv_folder, 2, "validate.csv: is a folder"),
+        Fault("annotations not UTF-8", lambda t, m, o: _video_text(t, b'{"video": "a.mp4", "caption": "x"}\n{"vid\xe9'),
+              1, "ann.jsonl line 2"),
+        Fault("annotations with a broken JSON line",
+              lambda t, m, o: _video_text(t, b'{"video": "a.mp4"}\n{"video" "b"}\n'), 1, "ann.jsonl line 2"),
+        Fault("annotations are a directory", lambda t, m, o: _video_text(t, None), 2, "ann.jsonl: is a folder"),
         Fault("prepare-data output on a read-only file system", _prepare_read_only, 1, "Read-only file system"),
     ]  # fmt: skip
+
+
+def _kinetics_csv_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    root = kinetics_tree(tmp_path)
+    (root / "annotations" / "validate.csv").unlink()
+    (root / "annotations" / "validate.csv").mkdir()
+    return ["prepare-data", "kinetics710", "--k400", str(root), "--out", str(tmp_path / "out")]
+
+
+def _video_text(tmp_path: Path, data: bytes | None) -> list[str]:
+    path = tmp_path / "ann.jsonl"
+    path.mkdir() if data is None else path.write_bytes(data)
+    return ["prepare-data", "video-text", str(path), "--root", str(tmp_path), "--out", str(tmp_path / "out.json")]
 
 
 def _prepare_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
@@ -213,6 +233,8 @@ def _distill_rows() -> list[Fault]:
               "model.safetensors"),
         Fault("resume from a truncated meta.json", lambda t, m, o: _resume_damaged(t, o, "meta.json"), 1,
               "meta.json"),
+        Fault("training list not UTF-8", _train_list_not_utf8, 1, "train.csv line 2"),
+        Fault("training list is a directory", _train_list_folder, 2, "train.csv is a folder"),
         Fault("betas that AdamW refuses", lambda t, m, o: distill_args(t / "run", [*o, "optim.betas=[1.5, 0.9]"]), 2,
               "optim.betas"),
         Fault("pickled teacher without trust", _pickled_teacher, 1, "teacher.trust"),
@@ -221,13 +243,26 @@ def _distill_rows() -> list[Fault]:
     ]  # fmt: skip
 
 
+def _train_list_not_utf8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    listing = tmp_path / "train.csv"
+    listing.write_bytes(b"videos/train/train_0000.mp4,0\nvid\xe9o.mp4,1\n")
+    kept = [o for o in overrides if not o.startswith("data.train_list")]
+    return distill_args(tmp_path / "run", [*kept, f"data.train_list={listing}"])
+
+
+def _train_list_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    (tmp_path / "train.csv").mkdir()
+    kept = [o for o in overrides if not o.startswith("data.train_list")]
+    return distill_args(tmp_path / "run", [*kept, f"data.train_list={tmp_path / 'train.csv'}"])
+
+
 def _run_dir_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
     fail_writes_under(monkeypatch, tmp_path / "ro", errno.EROFS)
     return distill_args(tmp_path / "ro" / "run", [*overrides, "schedule.max_steps=1"])
 
 
 def _checkpoint_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
-    fail_writes_under(monkeypatch, tmp_path / "run" / "checkpoints", errno.ENOSPC)
+    fail_writes_under(monkeypatch, tmp_path / "run" / "checkpoints", errno.ENOSPC, folders=False)
     return distill_args(tmp_path / "run", [*overrides, "schedule.max_steps=2", "checkpoint.every_steps=1"])
 
 

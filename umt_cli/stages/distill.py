@@ -175,8 +175,10 @@ def setup(
     resume_from = ckpt.open_resume_point(
         run_dir, resume, rank_file=f"rank{accelerator.process_index}.pt", warn=_warn if main else lambda _: None
     )
-    if not Path(recipe.data.train_list).is_file():
-        raise UsageError(f"data.train_list: file not found: {recipe.data.train_list}")
+    train_list = Path(recipe.data.train_list)
+    if not train_list.is_file():
+        problem = "is a folder, not a list file" if train_list.is_dir() else "not found"
+        raise UsageError(f"data.train_list: {train_list} {problem}")
     student, teacher = _models(recipe, accelerator.device, main=main)
     torch.manual_seed(derive_seed(recipe.run.seed, accelerator.process_index))  # drop path differs per process
     status = run_dir / ".decoding" / f"rank{accelerator.process_index}" if recipe.data.num_workers else None
