@@ -426,11 +426,12 @@ class ClipTeacher(nn.Module):
         x = torch.cat([cls, x], dim=1).add_(self.positional_embedding.to(x.dtype))  # (BT, L, Dt)
         return self.ln_pre(x)
 
-    def load_clip_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+    def load_clip_state_dict(self, state_dict: Mapping[str, Tensor], *, source: str = "") -> None:
         """Load an OpenAI/official visual tower (`visual.` already stripped), strictly.
 
         A 2-D `conv1` weight (Dt, 3, p, p) is inflated to (Dt, 3, 1, p, p); a positional embedding for another
-        grid is interpolated bicubically (CLS row kept), as the official `clip.load_state_dict` does.
+        grid is interpolated bicubically (CLS row kept), as the official `clip.load_state_dict` does. `source` (the
+        file) is named in errors.
 
         Raises:
             CheckpointError: Missing or unexpected keys, or shapes that do not fit.
@@ -442,7 +443,7 @@ class ClipTeacher(nn.Module):
         if "positional_embedding" in state_dict:
             resized = resize_positional_embedding(state_dict["positional_embedding"], self.grid)
             state_dict["positional_embedding"] = resized
-        load_strict(self, state_dict, what="CLIP teacher")
+        load_strict(self, state_dict, what=f"CLIP teacher from {source}" if source else "CLIP teacher")
 
 
 def imagenet_to_clip(video: Tensor) -> Tensor:
@@ -526,7 +527,8 @@ def build_teacher(
         warnings.warn(f"teacher {arch} has random weights (untrained): only for tests and the quickstart", stacklevel=2)
         teacher.init_weights(generator=torch.Generator().manual_seed(seed))
     else:
-        teacher.load_clip_state_dict(clip_visual_state_dict(weights, trust=trust, how_to_trust=how_to_trust))
+        visual = clip_visual_state_dict(weights, trust=trust, how_to_trust=how_to_trust)
+        teacher.load_clip_state_dict(visual, source=weights)
     return teacher
 
 
