@@ -96,6 +96,19 @@ def tiny_overrides(synthetic_dir: Path) -> list[str]:
     ]
 
 
+MINIMAL_RECIPE = """
+schema_version = 1
+stage = "distill"
+[data]
+train_list = "train.csv"
+[teacher]
+weights = "random"
+[masking]
+kind = "attention"
+"""
+"""The smallest valid stage-1 recipe: every other key takes its default."""
+
+
 def strict_json(text: str) -> object:
     """Parse JSON as strict parsers do: `NaN`, `Infinity` and `-Infinity` are errors."""
 

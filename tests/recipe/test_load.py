@@ -1,22 +1,12 @@
 from pathlib import Path
 
 import pytest
+from conftest import MINIMAL_RECIPE as MINIMAL
 
 from umt_cli.errors import RecipeError, UsageError
 from umt_cli.recipe import DistillRecipe, PrepareDataRecipe, apply_overrides, dump_resolved, load_recipe
 from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.load import parse_override, validate_recipe
-
-MINIMAL = """
-schema_version = 1
-stage = "distill"
-[data]
-train_list = "train.csv"
-[teacher]
-weights = "random"
-[masking]
-kind = "attention"
-"""
 
 
 def write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:

@@ -3,21 +3,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import MINIMAL_RECIPE as MINIMAL
 
 from umt_cli.errors import RecipeError
 from umt_cli.recipe import load_recipe
 from umt_cli.recipe.load import validate_recipe
-
-MINIMAL = """
-schema_version = 1
-stage = "distill"
-[data]
-train_list = "train.csv"
-[teacher]
-weights = "random"
-[masking]
-kind = "attention"
-"""
 
 
 @pytest.fixture

@@ -76,6 +76,9 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_ends_as_an_uninter
     newest.write_bytes(newest.read_bytes()[:1000])
     (broken / "student.safetensors").unlink()
     (broken / "summary.json").unlink()
+    leftover = broken / "checkpoints" / ".tmp-step_000006"  # a save killed midway, earlier
+    leftover.mkdir()
+    (leftover / "rank0.pt").write_bytes(b"half")
 
     result = distill(broken, overrides, "--resume", "auto")
     assert result.exit_code == 0, result.output
@@ -84,6 +87,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_ends_as_an_uninter
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert [m["loss"] for m in read_metrics(broken)] == [m["loss"] for m in read_metrics(straight)]
     assert load_file(broken / "checkpoints" / "step_000005" / "model.safetensors").keys() == a.keys()
+    assert not list((broken / "checkpoints").glob(".tmp-*"))
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path, tiny_overrides):
