@@ -293,3 +293,17 @@ def test_weight_files_are_byte_identical_canonical_and_world_readable(tmp_path):
     assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as handle:
         assert torch.equal(handle.get_tensor("half"), state["half"])
+
+
+def test_a_save_interrupted_by_ctrl_c_leaves_nothing_behind(tmp_path, monkeypatch):
+    kept = save(tmp_path, 1)
+
+    def interrupted(obj, path):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "_save_durably", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000001"]
+    assert ckpt.latest_checkpoint(tmp_path) == kept
