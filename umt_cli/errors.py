@@ -11,6 +11,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "exit_code_for",
+    "first_line",
     "from_os_error",
 ]
 
@@ -67,6 +68,12 @@ MISSING = _Missing()
 def exit_code_for(error: BaseException) -> int:
     """The process exit code for an error raised by a command."""
     return getattr(error, "exit_code", 1)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (libraries' messages can run to a page), or its type's name."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 _OS_HINTS = {

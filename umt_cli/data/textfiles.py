@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from umt_cli.errors import DataError, UsageError
+from umt_cli.utils.files import not_utf8_message
 
 __all__ = ["read_text", "csv_rows", "json_records"]
 
@@ -44,15 +45,7 @@ def read_text(path: str | Path, *, what: str = "text") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(_not_utf8(path, data, error.start)) from None
-
-
-def _not_utf8(path: Path, data: bytes, offset: int) -> str:
-    """`<path> line L: not UTF-8 text (byte 0xNN at column C)` for the first bad byte at `offset`."""
-    line = data.count(b"\n", 0, offset) + 1
-    line_start = data.rfind(b"\n", 0, offset) + 1
-    column = len(data[line_start:offset].decode("utf-8")) + 1  # characters, as an editor counts them
-    return f"{path} line {line}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column}); save the file as UTF-8"
+        raise DataError(f"{not_utf8_message(path, data, error.start)}; save the file as UTF-8") from None
 
 
 class _CountedLines:

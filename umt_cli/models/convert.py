@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from umt_cli.errors import CheckpointError
+from umt_cli.errors import CheckpointError, first_line
 from umt_cli.utils.files import sha256_file
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False, how_to_trust: str 
         try:
             return load_file(path)
         except Exception as error:  # SafetensorError (truncated, garbled), OSError (unreadable)
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(error)})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     if _is_torchscript(path):
         _require_trust(path, trust, "is a TorchScript archive (e.g. an OpenAI CLIP .pt)", how_to_trust)
         return dict(torch.jit.load(path, map_location="cpu").state_dict())
@@ -85,13 +85,8 @@ def read_checkpoint(path: str | Path, *, trust: bool = False, how_to_trust: str 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as unpickling_error:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({_one_line(unpickling_error)})") from None
+            raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(unpickling_error)})") from None
     return _as_dict(path, obj)
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _weights_only_refusal(error: BaseException) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
-__all__ = ["SCHEMA_VERSION", "FromToml", "TomlPath", "Seed", "Section", "Recipe", "union_members"]
+__all__ = ["SCHEMA_VERSION", "FromToml", "TomlPath", "Seed", "Section", "Recipe", "table_classes"]
 
 SCHEMA_VERSION = 1
 """The recipe format this code reads. Bumping it needs a CHANGELOG entry that says how to update old recipes."""
@@ -63,11 +63,16 @@ class Recipe(Section):
         return value
 
 
-def union_members(annotation: Any) -> list[Any]:
-    """The alternatives of a (possibly `Annotated`) union annotation; `[annotation]` for anything else."""
+def table_classes(annotation: Any) -> list[type[BaseModel]]:
+    """The table classes of a field's (possibly `Annotated`, possibly union) annotation: the variants `kind` picks
+    between, a single table, or none for a plain value."""
+    return [a for a in _union_members(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _union_members(annotation: Any) -> list[Any]:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return union_members(typing.get_args(annotation)[0])
+        return _union_members(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return [a for arg in typing.get_args(annotation) for a in union_members(arg)]
+        return [a for arg in typing.get_args(annotation) for a in _union_members(arg)]
     return [annotation]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from umt_cli.errors import UsageError
 
-__all__ = ["recipes_dir", "shipped_recipes", "resolve_recipe"]
+__all__ = ["recipes_dir", "shipped_recipes", "resolve_recipe", "not_a_recipe_file"]
 
 
 def recipes_dir() -> Path:
@@ -32,8 +32,13 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     if key in shipped:
         return shipped[key]
     if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not a recipe file", hint="give the path of a .toml file")
+        raise not_a_recipe_file(path)
     raise UsageError(
         f"recipe not found: {name_or_path} (neither a file nor a shipped recipe)",
         hint="`umt recipe ls` lists the shipped recipes",
     )
+
+
+def not_a_recipe_file(folder: Path) -> UsageError:
+    """The error for a folder given where a recipe file belongs."""
+    return UsageError(f"{folder}: is a directory, not a recipe file", hint="give the path of a .toml file")

@@ -11,8 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from umt_cli.errors import MISSING, RecipeError, UsageError
-from umt_cli.recipe.base import Recipe, union_members
+from umt_cli.recipe.base import Recipe, table_classes
+from umt_cli.recipe.catalog import not_a_recipe_file
 from umt_cli.recipe.stages import RECIPE_TYPES
+from umt_cli.utils.files import not_utf8_message
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,7 +38,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a missing, unreadable or non-UTF-8 file is a usage error, bad syntax a recipe error."""
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not a recipe file", hint="give the path of a .toml file")
+        raise not_a_recipe_file(path)
     if not path.is_file():
         raise UsageError(f"recipe file not found: {path}", hint="`umt recipe ls` lists the shipped recipes")
     try:
@@ -54,12 +56,7 @@ def _utf8(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise UsageError(
-            f"{path} line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column})",
-            hint="save the recipe as UTF-8",
-        ) from None
+        raise UsageError(not_utf8_message(path, data, error.start), hint="save the recipe as UTF-8") from None
 
 
 def parse_override(token: str) -> tuple[list[str], Any]:
@@ -288,7 +285,7 @@ def _field_model(field: Any, next_item: object) -> tuple[type[BaseModel] | None,
     """The table class behind a field (resolving a discriminated union by its tag), and whether loc holds that tag."""
     if field is None:
         return None, False
-    models = [a for a in union_members(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    models = table_classes(field.annotation)
     if field.discriminator and isinstance(next_item, str):
         for candidate in models:
             tag = candidate.model_fields[field.discriminator].default

@@ -11,7 +11,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel
 
-from umt_cli.recipe.base import union_members
+from umt_cli.recipe.base import table_classes
 
 __all__ = ["render_toml"]
 
@@ -62,7 +62,7 @@ def _variants(field: Any) -> tuple[type, ...]:
     """The classes of a discriminated-union field (the variants `kind` chooses between); () for a plain table."""
     if not field.discriminator:
         return ()
-    return tuple(a for a in union_members(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel))
+    return tuple(table_classes(field.annotation))
 
 
 def _kind_comment(chosen: type, variants: tuple[type, ...]) -> list[str]:

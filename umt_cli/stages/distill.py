@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -344,7 +343,7 @@ def _save(c: Components, p: _Progress, health: DataHealth) -> None:
         if acc.is_main_process:
             _write_checkpoint(c, p, folder)
     except OSError as error:
-        shutil.rmtree(folder / f".tmp-step_{p.step:06d}", ignore_errors=True)
+        ckpt.remove_partial_saves(folder)
         kept = ckpt.latest_checkpoint(folder)
         failure = from_os_error(error, doing=f"saving the checkpoint of step {p.step}")
         failure.hint = f"{failure.hint or 'fix the cause'}; " + (

@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from umt_cli.errors import CheckpointError, UsageError
+from umt_cli.errors import CheckpointError, UsageError, first_line
 from umt_cli.utils.files import atomic_path
 
 __all__ = [
@@ -238,12 +238,16 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict
     try:
         model_state = load_file(path / MODEL_FILE, device="cpu")
     except Exception as error:  # SafetensorError for truncated or garbled files, OSError for unreadable ones
-        raise CheckpointError(f"{path / MODEL_FILE}: unreadable ({_first_line(error)})") from None
+        raise CheckpointError(
+            f"{path / MODEL_FILE}: unreadable ({f'{type(error).__name__}: {first_line(error)}'})"
+        ) from None
     state = _load_plain(path / STATE_FILE)
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path / META_FILE}: unreadable ({_first_line(error)})") from None
+        raise CheckpointError(
+            f"{path / META_FILE}: unreadable ({f'{type(error).__name__}: {first_line(error)}'})"
+        ) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path / META_FILE}: expected a JSON object")
     return model_state, state, meta
@@ -427,11 +431,9 @@ def _canonical_header(data: bytes) -> bytes:
 
 
 def _save_durably(obj: Any, path: Path) -> None:
-    """`torch.save` through a Python file (so a full disk is an `OSError`), flushed to disk."""
-    with _open_for_writing(path) as handle:
+    """`torch.save` through a Python file, so a full disk is an `OSError` naming the file."""
+    with _durable_file(path) as handle:
         torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _write_text_durably(path: Path, text: str) -> None:
@@ -440,38 +442,32 @@ def _write_text_durably(path: Path, text: str) -> None:
 
 
 def _write_bytes_durably(path: Path, data: bytes) -> None:
-    with _open_for_writing(path) as handle:
+    with _durable_file(path) as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 @contextmanager
-def _open_for_writing(path: Path) -> Iterator[BinaryIO]:
-    """`open(path, "wb")` whose errors name the file (a failed `write` raises an OSError without a file name)."""
+def _durable_file(path: Path) -> Iterator[BinaryIO]:
+    """`open(path, "wb")`, flushed to disk on success (so a rename after it cannot expose an empty file after a
+    power loss); its errors name the file (a failed `write` raises an OSError without a file name)."""
     try:
         with open(path, "wb") as handle:
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
     except OSError as error:
         if error.filename is None:
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+def _unreadable(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path}: unreadable ({type(error).__name__}: {first_line(error)})")
 
 
 def _step_of(path: Path) -> int:
     match = _STEP_DIR.fullmatch(path.name)
     return int(match.group(1)) if match else -1
-
-
-def _fsync_file(path: Path) -> None:
-    """Flush a file's data so a rename after it cannot expose an empty file after a power loss."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

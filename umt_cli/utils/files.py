@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "sha256_file", "json_safe", "to_json", "write_json"]
+__all__ = ["atomic_path", "sha256_file", "not_utf8_message", "json_safe", "to_json", "write_json"]
 
 
 @contextmanager
@@ -34,6 +34,15 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def not_utf8_message(path: str | Path, data: bytes, offset: int) -> str:
+    """`<path> line L: not UTF-8 text (byte 0xNN at column C)` for the first bad byte of `data` at `offset`, placed
+    the way an editor shows it (columns count characters)."""
+    line = data.count(b"\n", 0, offset) + 1
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    column = len(data[line_start:offset].decode("utf-8")) + 1
+    return f"{path} line {line}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column})"
 
 
 def json_safe(value: Any) -> Any:
