@@ -156,6 +156,8 @@ def _recipe_rows() -> list[Fault]:
               "data.batch_sise"),
         Fault("option and override disagree", lambda t, m, o: ["prepare-data", "synthetic", "--out", str(t / "s"),
               "--seed", "2", "source.seed=1"], 2, "source.seed"),  # fmt: skip
+        Fault("recipe show of a non-UTF-8 recipe",
+              lambda t, m, o: ["recipe", "show", recipe_file(t, b'a = 1\nb = "\xff"\n')], 2, "bad.toml line 2"),
         Fault("recipe cp onto a read-only file system", _cp_read_only, 1, "Read-only file system"),
         Fault("recipe cp onto a full disk", _cp_full_disk, 1, "No space left on device"),
     ]  # fmt: skip
@@ -228,6 +230,7 @@ def _prepare_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override
 def _distill_rows() -> list[Fault]:
     return [
         Fault("run directory on a read-only file system", _run_dir_read_only, 1, "Read-only file system"),
+        Fault("run directory is a file", _run_dir_is_a_file, 2, "is a file, not a folder"),
         Fault("full disk during a checkpoint save", _checkpoint_full_disk, 1, "No space left on device"),
         Fault("resume from a truncated model file", lambda t, m, o: _resume_damaged(t, o, "model.safetensors"), 1,
               "model.safetensors"),
@@ -260,6 +263,11 @@ def _train_list_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override
 def _run_dir_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
     fail_writes_under(monkeypatch, tmp_path / "ro", errno.EROFS)
     return distill_args(tmp_path / "ro" / "run", [*overrides, "schedule.max_steps=1"])
+
+
+def _run_dir_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    (tmp_path / "run").write_text("notes\n")
+    return distill_args(tmp_path / "run", [*overrides, "schedule.max_steps=1"])
 
 
 def _checkpoint_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:

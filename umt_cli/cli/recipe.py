@@ -12,6 +12,7 @@ from umt_cli.cli._common import guard, recipe_table, validate_table
 from umt_cli.cli._help import Command, Group
 from umt_cli.errors import UsageError
 from umt_cli.recipe.catalog import resolve_recipe, shipped_recipes
+from umt_cli.recipe.load import read_recipe_text
 
 app = typer.Typer(
     cls=Group, rich_markup_mode=None, no_args_is_help=True, help="Browse, explain, check and copy recipes."
@@ -50,7 +51,7 @@ def show(
 ) -> None:
     """Print a recipe; with --explain, the fully resolved recipe with each key's help text."""
     if not explain and not overrides:
-        typer.echo(resolve_recipe(recipe).read_text(), nl=False)
+        typer.echo(read_recipe_text(resolve_recipe(recipe)), nl=False)
         return
     from umt_cli.recipe.render import render_toml
 

@@ -23,6 +23,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "read_toml",
+    "read_recipe_text",
     "parse_override",
     "OverriddenTable",
     "apply_overrides",
@@ -36,6 +37,14 @@ _DELETE = object()
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a missing, unreadable or non-UTF-8 file is a usage error, bad syntax a recipe error."""
+    try:
+        return tomllib.loads(read_recipe_text(path))
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(str(path), [("", f"not valid TOML: {error}", MISSING)]) from None
+
+
+def read_recipe_text(path: Path) -> str:
+    """A recipe file's text; a folder, a missing or unreadable file, or one that is not UTF-8 is a `UsageError`."""
     path = Path(path)
     if path.is_dir():
         raise not_a_recipe_file(path)
@@ -45,10 +54,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as error:  # a recipe that cannot be read is bad input (exit 2), not a failed run
         raise UsageError(f"{path}: {error.strerror or error}") from None
-    try:
-        return tomllib.loads(_utf8(data, path))
-    except tomllib.TOMLDecodeError as error:
-        raise RecipeError(str(path), [("", f"not valid TOML: {error}", MISSING)]) from None
+    return _utf8(data, path)
 
 
 def _utf8(data: bytes, path: Path) -> str:

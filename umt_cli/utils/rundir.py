@@ -28,7 +28,10 @@ RESUMABLE_CHANGES = (
 
 
 def check_run_dir(run_dir: Path, resume: str | None) -> None:
-    """A non-empty run directory is refused unless the run is resumed (a finished run is never overwritten)."""
+    """A non-empty run directory is refused unless the run is resumed (a finished run is never overwritten); a
+    file in its place is refused always."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} is a file, not a folder", hint="choose another --run-dir")
     if resume is None and run_dir.is_dir() and any(run_dir.iterdir()):
         raise UsageError(
             f"run directory {run_dir} is not empty",
