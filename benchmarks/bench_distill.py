@@ -226,7 +226,7 @@ def umt_components(device: str, precision: str, batch: int):
         expect=DistillRecipe,
     )
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
-    student, teacher = distill._models(recipe, accelerator.device)
+    student, teacher = distill._models(recipe, accelerator.device, main=True)
     from umt_cli.utils.optim import build_adamw
 
     optimizer = build_adamw(student, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), eps=1e-8)
