@@ -214,11 +214,16 @@ def reference_step(teacher, student, optimizer, video, scaler=None, autocast=Non
 
 
 def umt_components(device: str, precision: str, batch: int):
+    """The stage's models, optimizer, masker and the engine's run object, as `umt distill` builds them."""
     from accelerate import Accelerator
 
+    from umt_cli.masking.build import TokenGrid, build_masker
     from umt_cli.recipe import DistillRecipe, load_recipe
     from umt_cli.recipe.catalog import resolve_recipe
     from umt_cli.stages import distill
+    from umt_cli.training.plan import Plan
+    from umt_cli.training.session import Run
+    from umt_cli.utils.optim import build_adamw
 
     recipe = load_recipe(
         resolve_recipe("k710"),
@@ -226,23 +231,26 @@ def umt_components(device: str, precision: str, batch: int):
         expect=DistillRecipe,
     )
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
-    student, teacher = distill._models(recipe, accelerator.device, main=True)
-    from umt_cli.utils.optim import build_adamw
-
+    student, teacher = distill.build_models(recipe, accelerator.device)
     optimizer = build_adamw(student, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95), eps=1e-8)
     student, optimizer = accelerator.prepare(student, optimizer)
-    plan = distill.Plan(global_batch=batch, steps_per_epoch=1, total_steps=10, warmup_steps=0, peak_lr=1e-4,
-                        final_lr=1e-5)  # fmt: skip
-    return distill.Components(recipe, None, accelerator, student, teacher, optimizer, None, None, plan, None)
+    plan = Plan(global_batch=batch, steps_per_epoch=1, total_steps=10, warmup_steps=0, peak_lr=1e-4, final_lr=1e-5)
+    run = Run(recipe, None, accelerator, None, student, optimizer, None, None, plan, None)
+    return distill.Components(recipe, run, teacher, build_masker(recipe.masking), TokenGrid(FRAMES, 14, 14))
 
 
 def umt_step(c, video, index):
-    """The stage's own optimizer step: lr, teacher, masking, student, loss, backward, grad norm, AdamW."""
+    """The engine's optimizer step around the stage's step: lr, teacher, masking, student, loss, backward, grad
+    norm, AdamW."""
+    from functools import partial
+
     from umt_cli.data.loaders import ClipBatch
     from umt_cli.stages import distill
+    from umt_cli.training.loop import optimizer_step
+    from umt_cli.training.state import TrainState
 
     batch = ClipBatch(video, torch.zeros(len(index)), index)
-    return distill._optimizer_step(c, iter([batch]), 0, distill._Progress())["loss"]
+    return optimizer_step(c.training, partial(distill.step, c), iter([batch]), 0, TrainState()).loss
 
 
 # --- measuring -------------------------------------------------------------------------------------------------------
@@ -305,7 +313,7 @@ def save_umt_weights(folder: str) -> None:
     from safetensors.torch import save_file
 
     c = umt_components("cpu", "fp32", 1)
-    save_file(c.accelerator.unwrap_model(c.student).state_dict(), f"{folder}/student.safetensors")
+    save_file(c.training.accelerator.unwrap_model(c.training.model).state_dict(), f"{folder}/student.safetensors")
     save_file({k: v.contiguous() for k, v in c.teacher.state_dict().items()}, f"{folder}/teacher.safetensors")
 
 

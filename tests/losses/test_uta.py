@@ -47,7 +47,7 @@ def test_averages_over_k_b_and_tokens():
 
 
 def test_rejects_unknown_kinds_and_mismatched_shapes():
-    with pytest.raises(ValueError, match="unknown UTA loss kind"):
+    with pytest.raises(ValueError, match="unknown loss.kind .l1.; valid: cosine, mse, smooth_l1"):
         uta_loss(STUDENT, TEACHER, kind="l1")
     with pytest.raises(ValueError, match="shapes differ"):
         uta_loss(STUDENT, TEACHER[..., :1, :])

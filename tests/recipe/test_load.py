@@ -81,11 +81,20 @@ def test_unknown_key_far_from_any_field_lists_valid_keys(tmp_path):
 
 def test_discriminated_union_errors_name_the_key_without_the_tag(tmp_path):
     with pytest.raises(RecipeError) as error:
-        load_recipe(write(tmp_path, MINIMAL), ["masking.kind=tube", "masking.mask_ratio=0"])
-    assert list(problems(error)) == ["masking.mask_ratio"]
+        load_recipe(write(tmp_path, MINIMAL), ["loss.kind=smooth_l1", "loss.beta=0"])
+    assert list(problems(error)) == ["loss.beta"]
     with pytest.raises(RecipeError) as error:
-        load_recipe(write(tmp_path, MINIMAL), ["masking.kind=gaussian"])
-    assert "attention" in problems(error)["masking"]
+        load_recipe(write(tmp_path, MINIMAL), ["loss.kind=huber"])
+    assert "cosine" in problems(error)["loss"]
+
+
+def test_registry_names_are_checked_under_their_own_key(tmp_path):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, MINIMAL), ["masking.kind=gaussian", "teacher.arch=siglip", "student.preset=x"])
+    found = problems(error)
+    assert "unknown masking.kind 'gaussian'; valid: attention, tube, random" in found["masking.kind"]
+    assert "valid: clip-b16, clip-l14, clip-tiny, clip-tiny14" in found["teacher.arch"]
+    assert "valid: umt-tiny, umt-b16, umt-l16" in found["student.preset"]
 
 
 def test_cross_field_geometry_checks_name_both_keys(tmp_path):
@@ -93,7 +102,7 @@ def test_cross_field_geometry_checks_name_both_keys(tmp_path):
         load_recipe(write(tmp_path, MINIMAL), ["student.num_frames=9", "student.tubelet=2", "student.img_size=100"])
     found = problems(error)
     assert "not a multiple of student.tubelet" in found["student.num_frames"]
-    assert "not a multiple of student.patch_size" in found["student.img_size"]
+    assert "100 is not a multiple of umt-b16's patch 16" in found["student.img_size"]
 
 
 def test_missing_required_key_and_missing_stage(tmp_path):
@@ -163,9 +172,9 @@ def test_preset_limits(tmp_path):
     with pytest.raises(RecipeError) as error:
         load_recipe(write(tmp_path, MINIMAL), ["student.preset=umt-tiny", "student.align_layers=5"])
     assert "depth 4" in problems(error)["student.align_layers"]
-    with pytest.raises(RecipeError) as error:
-        load_recipe(write(tmp_path, MINIMAL), ["student.patch_size=14", "student.img_size=224"])
-    assert "umt-b16's 16" in problems(error)["student.patch_size"]
+    with pytest.raises(RecipeError) as error:  # the preset fixes the patch size: the key is gone
+        load_recipe(write(tmp_path, MINIMAL), ["student.patch_size=16"])
+    assert "unknown key" in problems(error)["student.patch_size"]
 
 
 def test_restoring_an_unknown_key_is_an_error_with_a_close_match(tmp_path):

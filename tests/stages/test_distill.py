@@ -9,8 +9,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from umt_cli.cli.app import app
-from umt_cli.recipe import DistillRecipe, load_recipe
-from umt_cli.recipe.catalog import resolve_recipe
 
 runner = CliRunner()
 
@@ -82,29 +80,6 @@ def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path, tiny_overrides, mo
     hint = " ".join(result.output.split())  # the console wraps long lines
     assert "step_000002, is kept" in hint and "start a new run directory" in hint
     assert "run.precision=fp32" not in hint  # this run is already fp32
-
-
-def test_plan_matches_the_official_schedule(synthetic_dir):
-    from umt_cli.stages.distill import make_plan
-
-    recipe = load_recipe(resolve_recipe("k710"), expect=DistillRecipe)
-    plan = make_plan(recipe, 658_340, world_size=32)
-    assert plan.global_batch == 2048
-    assert plan.steps_per_epoch == 321 and plan.total_steps == 201 * 321 and plan.warmup_steps == 40 * 321
-    assert plan.peak_lr == pytest.approx(1.2e-3) and plan.final_lr == pytest.approx(8e-5)
-    assert plan.lr(0) == 0.0 and plan.lr(40 * 321 - 1) == pytest.approx(1.2e-3)
-    assert plan.lr(plan.total_steps - 1) == pytest.approx(8e-5, rel=1e-3)
-
-
-def test_masks_depend_on_the_sample_not_the_batch(synthetic_dir):
-    from umt_cli.stages.distill import make_visible
-
-    recipe = load_recipe(resolve_recipe("quickstart/distill"), expect=DistillRecipe)
-    attn = torch.rand(3, 4, 16).softmax(-1)
-    together, _ = make_visible(recipe, attn, torch.tensor([5, 9, 2]), epoch=1)
-    alone, _ = make_visible(recipe, attn[1:2], torch.tensor([9]), epoch=1)
-    assert torch.equal(together[1], alone[0])
-    assert together.sum(1).tolist() == [4 * (16 - int(16 * 0.8))] * 3
 
 
 @pytest.mark.parametrize(

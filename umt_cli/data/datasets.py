@@ -25,7 +25,7 @@ from umt_cli.data.failures import Failure, deadline
 from umt_cli.data.sampling import FrameSampler
 from umt_cli.data.text import clean_caption
 from umt_cli.data.textfiles import json_records, read_text
-from umt_cli.errors import DataError
+from umt_cli.errors import DataError, UsageError
 from umt_cli.utils.seed import generator_for
 
 __all__ = [
@@ -269,6 +269,9 @@ def build_train_dataset(recipe: object, *, status_dir: str | None = None) -> Vid
     from umt_cli.data.transforms import build_train_transform
 
     data, decode, student = recipe.data, recipe.decode, recipe.student  # type: ignore[attr-defined]
+    if not Path(data.train_list).is_file():  # named by its recipe key, before any model is built
+        problem = "is a folder, not a list file" if Path(data.train_list).is_dir() else "not found"
+        raise UsageError(f"data.train_list: {data.train_list} {problem}")
     loader = ClipLoader(
         sampler=build_frame_sampler(recipe.sampling, student.num_frames, train=True),  # type: ignore[attr-defined]
         backend=decode.backend,

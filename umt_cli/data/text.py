@@ -1,4 +1,7 @@
-"""Caption cleaning exactly as the official `pre_text` does it (SPEC section 3.3)."""
+"""Caption cleaning exactly as the official `pre_text` does it.
+
+See docs/official-behaviour.md, Captions and tokenisation.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +21,9 @@ __all__ = [
     "IMAGENET_STD",
     "CLIP_MEAN",
     "CLIP_STD",
+    "Normalization",
     "NORMALIZATION",
+    "renormalize",
     "to_tchw",
     "multiscale_crop_box",
     "random_resized_crop_box",
@@ -39,7 +41,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+
+
+class Normalization(NamedTuple):
+    """Per-channel pixel statistics: a frame is fed as `(x / 255 - mean) / std`."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+NORMALIZATION = {"imagenet": Normalization(IMAGENET_MEAN, IMAGENET_STD), "clip": Normalization(CLIP_MEAN, CLIP_STD)}
+"""The statistics a recipe can name (`augment.normalize`, `teacher.input_norm`)."""
 
 Box = tuple[int, int, int, int]  # (left, top, width, height)
 
@@ -119,6 +131,19 @@ def crop_resize(
         out = F.interpolate(region.float(), size=size, mode=mode, antialias=True, align_corners=False)
         return out.clamp_(0, 255).round_().to(torch.uint8)
     return F.interpolate(region, size=size, mode=mode, antialias=True, align_corners=False)
+
+
+def renormalize(video: torch.Tensor, source: Normalization, target: Normalization) -> torch.Tensor:
+    """A (B, 3, T, H, W) clip normalised with `source` -> the same clip normalised with `target`:
+    `(x σ_s + μ_s − μ_t) / σ_t` per channel; the clip itself when the two are equal."""
+    if source == target:
+        return video
+
+    def channels(values: tuple[float, ...]) -> torch.Tensor:
+        return torch.tensor(values, dtype=video.dtype, device=video.device).view(1, 3, 1, 1, 1)
+
+    shift = channels(source.mean) - channels(target.mean)
+    return (video * channels(source.std) + shift) / channels(target.std)  # (B, 3, T, H, W)
 
 
 def hflip(video: torch.Tensor) -> torch.Tensor:

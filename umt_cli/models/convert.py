@@ -1,4 +1,4 @@
-"""Reading, classifying and strictly loading checkpoints (SPEC 5, DESIGN 7).
+"""Reading, classifying and strictly loading checkpoints (docs/official-behaviour.md, Checkpoint layouts).
 
 Files are read with `torch.load(weights_only=True)`; legacy pickles and TorchScript archives need the explicit
 `--trust-checkpoint` flag. Wrappers (`{'model': sd}`, `{'module': sd}`, a `module.` prefix) are removed, the kind is
@@ -147,7 +147,10 @@ def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
 
 
 def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
-    """Classify an unwrapped state dict by tell-tale keys (SPEC 5.2-5.6); one of `KINDS`."""
+    """Classify an unwrapped state dict by tell-tale keys; one of `KINDS`.
+
+    The layouts are in docs/official-behaviour.md, Checkpoint layouts.
+    """
     keys = set(state_dict)
 
     def has_prefix(prefix: str) -> bool:
@@ -182,7 +185,9 @@ def split_clip_visual(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tenso
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, what: str) -> None:
-    """`load_state_dict(strict=True)` with readable errors and the q/v-bias sanity check (SPEC 5.8).
+    """`load_state_dict(strict=True)` with readable errors and the q/v-bias sanity check.
+
+    See docs/official-behaviour.md, Loader checks, and docs/pitfalls.md, P2 and P31.
 
     Args:
         module: The module to fill.

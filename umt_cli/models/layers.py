@@ -20,7 +20,9 @@ LN_EPS = 1e-6  # every LayerNorm of the student ViT
 
 
 def sinusoid_table(n: int, dim: int) -> Tensor:
-    """The fixed interleaved sinusoid position table (SPEC 2.3), computed in float64 and cast to float32.
+    """The fixed interleaved sinusoid position table, computed in float64 and cast to float32.
+
+    See docs/official-behaviour.md, Position table.
 
     `PE[pos, j] = sin(angle)` for even `j` and `cos(angle)` for odd `j`, with
     `angle = pos / 10000 ** (2 * (j // 2) / dim)`. Always built on the CPU: it is exact there and the caller moves it.

@@ -2,7 +2,7 @@
 
 from umt_cli.recipe.base import SCHEMA_VERSION, Recipe, Section
 from umt_cli.recipe.load import apply_overrides, dump_resolved, load_recipe, validate_recipe
-from umt_cli.recipe.stages import AnyRecipe, DistillRecipe, PrepareDataRecipe
+from umt_cli.recipe.recipes import AnyRecipe, DistillRecipe, PrepareDataRecipe
 
 __all__ = [
     "SCHEMA_VERSION",

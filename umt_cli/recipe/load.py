@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from umt_cli.errors import MISSING, RecipeError, UsageError
 from umt_cli.recipe.base import Recipe, table_classes
 from umt_cli.recipe.catalog import not_a_recipe_file
-from umt_cli.recipe.stages import RECIPE_TYPES
+from umt_cli.recipe.recipes import RECIPE_TYPES
 from umt_cli.utils.files import not_utf8_message
 
 if sys.version_info >= (3, 11):

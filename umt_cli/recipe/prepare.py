@@ -23,7 +23,10 @@ class KineticsVersion(Section):
 
 
 class Kinetics710Source(Section):
-    """Kinetics-710: the K400/K600/K700 train sets merged to 710 classes, evaluation ids removed (SPEC section 6)."""
+    """Kinetics-710: the K400/K600/K700 train sets merged to 710 classes, evaluation ids removed.
+
+    See docs/official-behaviour.md, Kinetics-710.
+    """
 
     kind: Literal["kinetics710"] = "kinetics710"
     k400: KineticsVersion | None = None

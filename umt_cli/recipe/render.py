@@ -12,6 +12,7 @@ import tomli_w
 from pydantic import BaseModel
 
 from umt_cli.recipe.base import table_classes
+from umt_cli.registry import Registry
 
 __all__ = ["render_toml"]
 
@@ -42,7 +43,7 @@ def _render_table(
         if explain and name == "kind" and variants:
             lines.extend(_kind_comment(type(model), variants))
         elif explain:
-            lines.extend(_comment(field.description, field.annotation, field.default))
+            lines.extend(_comment(field.description, field.annotation, field.default, field.metadata))
         if value is None:
             lines.append(f"# {name} = (unset)")
         else:
@@ -120,11 +121,13 @@ def _value(value: Any) -> str:
     return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
 
 
-def _comment(doc: str | None, annotation: Any, default: Any) -> list[str]:
+def _comment(doc: str | None, annotation: Any, default: Any, metadata: list[Any] = ()) -> list[str]:
     text = " ".join((doc or "").split())
     if annotation is not None:  # defaults as TOML spells them (`true`, not Python's `True`)
         shown = "" if default is None or _is_undefined(default) else f"; default {_value(_plain(default, False))}"
-        text += f" [{_type_name(annotation)}{shown}]"
+        registries = [meta for meta in metadata if isinstance(meta, Registry)]  # names read now: plug-ins included
+        kind = f"one of {', '.join(registries[0])}" if registries else _type_name(annotation)
+        text += f" [{kind}{shown}]"
     return _wrapped(text)
 
 

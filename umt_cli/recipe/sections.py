@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from umt_cli.recipe.base import FromToml, Section, Seed, TomlPath
+from umt_cli.variants import MASKERS, STUDENT_PRESETS, TEACHERS
 
 __all__ = [
     "DataSection",
@@ -20,11 +21,9 @@ __all__ = [
     "Crop",
     "AugmentSection",
     "StudentSection",
-    "AttentionMasking",
-    "TubeMasking",
-    "RandomMasking",
-    "Masking",
+    "MaskingSection",
     "TeacherSection",
+    "LossOptions",
     "CosineLoss",
     "MseLoss",
     "SmoothL1Loss",
@@ -152,16 +151,15 @@ class AugmentSection(Section):
 class StudentSection(Section):
     """The video ViT student: a preset architecture and its input geometry."""
 
-    preset: Literal["umt-tiny", "umt-b16", "umt-l16"] = "umt-b16"
-    """Architecture: umt-b16 (12 x 768), umt-l16 (24 x 1024), or umt-tiny (4 x 64, for tests and the quickstart)."""
+    preset: STUDENT_PRESETS.field() = "umt-b16"  # type: ignore[valid-type]
+    """Architecture: umt-b16 (12 x 768), umt-l16 (24 x 1024), or umt-tiny (4 x 64, for tests and the quickstart);
+    its patch size is 16 pixels."""
     num_frames: PositiveInt = 8
     """Frames sampled per clip."""
     tubelet: PositiveInt = 1
     """Frames folded into one token by the patch embedding."""
     img_size: PositiveInt = 224
     """Input side length in pixels."""
-    patch_size: PositiveInt = 16
-    """Patch side length in pixels (must match the preset)."""
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     """Stochastic depth of the last block (linearly increasing from 0 over the blocks)."""
     align_layers: PositiveInt = 6
@@ -173,41 +171,50 @@ class StudentSection(Section):
 class TeacherSection(Section):
     """The frozen CLIP image teacher."""
 
-    arch: Literal["clip-b16", "clip-l14", "clip-tiny", "clip-tiny14"] = "clip-b16"
-    """CLIP visual tower: clip-b16 (UMT-B), clip-l14 (UMT-L), clip-tiny / clip-tiny14 (tests)."""
+    arch: TEACHERS.field() = "clip-b16"  # type: ignore[valid-type]
+    """Teacher architecture: the CLIP visual towers clip-b16 (UMT-B), clip-l14 (UMT-L), clip-tiny / clip-tiny14
+    (tests)."""
     weights: str
     """A local CLIP weights file (official UMT teacher file, OpenAI or open_clip state dict), `open_clip:NAME:TAG`
     (downloads where the network allows), or `random` (an untrained teacher: tests and the quickstart only)."""
     input_size: PositiveInt | None = None
     """Resolution the teacher runs at (the clip is resized bicubically); unset = the preset's (224, L/14: 196)."""
     input_norm: Literal["imagenet", "clip"] = "imagenet"
-    """Normalisation the teacher sees: the student's ImageNet-normalised input (official), or CLIP's constants."""
+    """Pixel statistics the teacher is fed: ImageNet's (official: the student's own input) or CLIP's. The teacher
+    converts from `augment.normalize` to these, so any pairing normalises exactly once."""
     trust: bool = False
     """Allow loading a pickled (non weights-only) teacher file, which can run code: only for files you trust."""
 
 
-class CosineLoss(Section):
-    """UTA loss `2 - 2 cos(student, teacher)` averaged over layers, clips and visible tokens (official `l2`)."""
+class LossOptions(Section):
+    """What every UTA loss table has: the kind, its weight, and the distance's own options (the other keys)."""
 
-    kind: Literal["cosine"] = "cosine"
+    kind: str
+    """The distance, a name in `umt_cli.variants.UTA_LOSSES`."""
     weight: float = Field(1.0, gt=0)
     """Multiplier of the loss (official `clip_loss_ratio`)."""
 
+    def options(self) -> dict[str, object]:
+        """Keyword options of the distance registered as `kind` (every key but `kind` and `weight`)."""
+        return self.model_dump(exclude={"kind", "weight"})
 
-class MseLoss(Section):
+
+class CosineLoss(LossOptions):
+    """UTA loss `2 - 2 cos(student, teacher)` averaged over layers, clips and visible tokens (official `l2`)."""
+
+    kind: Literal["cosine"] = "cosine"
+
+
+class MseLoss(LossOptions):
     """UTA loss: element-wise mean squared error."""
 
     kind: Literal["mse"] = "mse"
-    weight: float = Field(1.0, gt=0)
-    """Multiplier of the loss."""
 
 
-class SmoothL1Loss(Section):
+class SmoothL1Loss(LossOptions):
     """UTA loss: element-wise smooth L1."""
 
     kind: Literal["smooth_l1"] = "smooth_l1"
-    weight: float = Field(1.0, gt=0)
-    """Multiplier of the loss."""
     beta: float = Field(1.0, gt=0)
     """Transition point between the quadratic and linear parts."""
 
@@ -265,31 +272,15 @@ class LogSection(Section):
     """Also write TensorBoard event files (needs the `tensorboard` package)."""
 
 
-class AttentionMasking(Section):
-    """Keep tokens drawn without replacement in proportion to the teacher's CLS attention (official)."""
+class MaskingSection(Section):
+    """Which tokens the student sees: the masker registered as `kind` (`umt_cli.variants.MASKERS`)."""
 
-    kind: Literal["attention"] = "attention"
+    kind: MASKERS.field() = "attention"  # type: ignore[valid-type]
+    """Masker: attention (tokens drawn in proportion to the teacher's CLS attention, official), tube (one random set
+    of positions kept in every frame) or random (a uniform subset of the clip's tokens)."""
     mask_ratio: float = Field(0.8, gt=0.0, lt=1.0)
-    """Fraction of each frame's tokens hidden from the student; visible per frame = HW - int(HW * mask_ratio)."""
-
-
-class TubeMasking(Section):
-    """Keep one random set of spatial positions in every frame."""
-
-    kind: Literal["tube"] = "tube"
-    mask_ratio: float = Field(0.8, gt=0.0, lt=1.0)
-    """Fraction of each frame's tokens hidden; the same positions in all frames."""
-
-
-class RandomMasking(Section):
-    """Keep a uniform random subset of all tokens of the clip."""
-
-    kind: Literal["random"] = "random"
-    mask_ratio: float = Field(0.8, gt=0.0, lt=1.0)
-    """Fraction of the clip's tokens hidden; visible = N - int(N * mask_ratio)."""
-
-
-Masking = Annotated[AttentionMasking | TubeMasking | RandomMasking, Field(discriminator="kind")]
+    """Fraction of tokens hidden from the student; attention and tube keep HW - int(HW * mask_ratio) per frame,
+    random keeps N - int(N * mask_ratio) per clip."""
 
 
 class RunSection(Section):

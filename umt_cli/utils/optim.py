@@ -24,7 +24,7 @@ def param_groups(
     No decay for biases (names ending in `.bias`), 1-D parameters (norm weights, `q_bias`/`v_bias`) and names in
     `skip` (e.g. `model.no_weight_decay()`); decay for the rest (Linear/Conv weights). Frozen parameters are left out.
     0-D parameters (stage 2's `temp`) also get no decay, unless `zero_dim_decay=True`, which reproduces upstream: its
-    `len(shape) == 1` test lets them through (SPEC 3.4, pitfall 15).
+    `len(shape) == 1` test lets them through (docs/pitfalls.md, P15).
 
     Each group records its parameter names under `"names"`. torch optimizers keep extra keys in `param_groups` and
     in `state_dict()` (a plain list of strings, so checkpoints still load with `weights_only=True`), so the groups

@@ -1,8 +1,9 @@
 """`umt prepare-data kinetics710`: Kinetics-710 lists, label files and a manifest from local K400/600/700 copies.
 
-Kinetics-710 (SPEC section 6) is the union of the K400, K600 and K700 train sets, deduplicated by YouTube id (a K700
-row beats a K600 row beats a K400 row), with evaluation ids removed and the classes merged to 710. Each list passes
-the same stages, and the manifest counts what is left after each one and why the rest went:
+Kinetics-710 (docs/official-behaviour.md, Kinetics-710) is the union of the K400, K600 and K700 train sets,
+deduplicated by YouTube id (a K700 row beats a K600 row beats a K400 row), with evaluation ids removed and the
+classes merged to 710. Each list passes the same stages, and the manifest counts what is left after each one and
+why the rest went:
 
     train: union of train rows -> dedup -> exclusion (val+test or val ids of any version) -> missing files
            [-> --verify probes] [-> --resize-short-side copies]

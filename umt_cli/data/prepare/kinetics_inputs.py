@@ -1,7 +1,8 @@
 """The inputs of `prepare-data kinetics710`: official Kinetics CSVs, the 15-name class merge, label maps, video folders.
 
-Everything here reads and checks; `kinetics710.py` decides what goes into which list. Class names are merged (SPEC
-section 6.2) the moment they are read, so no other code ever sees a K400 spelling such as `dying hair`.
+Everything here reads and checks; `kinetics710.py` decides what goes into which list. Class names are merged
+(docs/official-behaviour.md, Class merge) the moment they are read, so no other code ever sees a K400 spelling such
+as `dying hair`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Whole-recipe models, one per `stage`, with the cross-field checks only the whole recipe can make."""
+"""Whole-recipe models, one per command (`stage`), with the cross-field checks only the whole recipe can make."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from umt_cli.models.presets import STUDENT_GEOMETRY, TEACHER_GEOMETRY
 from umt_cli.recipe.base import Recipe
 from umt_cli.recipe.prepare import DataSource
 from umt_cli.recipe.sections import (
@@ -17,7 +16,7 @@ from umt_cli.recipe.sections import (
     DecodeSection,
     LogSection,
     Loss,
-    Masking,
+    MaskingSection,
     OptimSection,
     RunSection,
     Sampling,
@@ -26,6 +25,7 @@ from umt_cli.recipe.sections import (
     StudentSection,
     TeacherSection,
 )
+from umt_cli.variants import STUDENT_PRESETS, TEACHERS
 
 __all__ = ["DistillRecipe", "PrepareDataRecipe", "AnyRecipe", "RECIPE_TYPES"]
 
@@ -46,9 +46,9 @@ class DistillRecipe(Recipe):
     student: StudentSection = StudentSection()
     """The video ViT student."""
     teacher: TeacherSection
-    """The frozen CLIP teacher."""
-    masking: Masking
-    """Token masking (`kind`: attention, tube or random)."""
+    """The frozen image teacher."""
+    masking: MaskingSection
+    """Token masking."""
     loss: Loss = CosineLoss()
     """UTA loss (`kind`: cosine, mse or smooth_l1)."""
     optim: OptimSection = OptimSection()
@@ -72,33 +72,33 @@ class DistillRecipe(Recipe):
 
 
 def _student_problems(s: StudentSection) -> list[str]:
-    preset = STUDENT_GEOMETRY[s.preset]
+    preset = STUDENT_PRESETS[s.preset]
     problems = []
     if s.num_frames % s.tubelet:
         problems.append(f"student.num_frames: {s.num_frames} is not a multiple of student.tubelet ({s.tubelet})")
-    if s.img_size % s.patch_size:
-        problems.append(f"student.img_size: {s.img_size} is not a multiple of student.patch_size ({s.patch_size})")
-    if s.patch_size != preset["patch_size"]:
-        problems.append(f"student.patch_size: {s.patch_size} differs from {s.preset}'s {preset['patch_size']}")
+    if s.img_size % preset["patch_size"]:
+        problems.append(
+            f"student.img_size: {s.img_size} is not a multiple of {s.preset}'s patch {preset['patch_size']}"
+        )
     if s.align_layers > preset["depth"]:
         problems.append(f"student.align_layers: {s.align_layers} exceeds {s.preset}'s depth {preset['depth']}")
     return problems
 
 
 def _teacher_problems(s: StudentSection, t: TeacherSection) -> list[str]:
-    geometry = TEACHER_GEOMETRY[t.arch]
-    size = t.input_size or geometry["input_size"]
+    spec, student_patch = TEACHERS[t.arch], STUDENT_PRESETS[s.preset]["patch_size"]
+    size = t.input_size or spec.input_size
     problems = []
-    if size % geometry["patch_size"]:
-        problems.append(f"teacher.input_size: {size} is not a multiple of {t.arch}'s patch {geometry['patch_size']}")
-    elif size // geometry["patch_size"] != s.img_size // s.patch_size:
-        grid = s.img_size // s.patch_size
+    if size % spec.patch_size:
+        problems.append(f"teacher.input_size: {size} is not a multiple of {t.arch}'s patch {spec.patch_size}")
+    elif size // spec.patch_size != s.img_size // student_patch:
+        grid = s.img_size // student_patch
         problems.append(
-            f"teacher.input_size: {t.arch} at {size} px has a {size // geometry['patch_size']}-token grid, the student "
-            f"a {grid}-token grid (use {grid * geometry['patch_size']})"
+            f"teacher.input_size: {t.arch} at {size} px has a {size // spec.patch_size}-token grid, the student "
+            f"a {grid}-token grid (use {grid * spec.patch_size})"
         )
-    if s.align_layers > geometry["layers"]:
-        problems.append(f"student.align_layers: {s.align_layers} exceeds {t.arch}'s {geometry['layers']} layers")
+    if s.align_layers > spec.layers:
+        problems.append(f"student.align_layers: {s.align_layers} exceeds {t.arch}'s {spec.layers} layers")
     return problems
 
 

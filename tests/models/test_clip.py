@@ -12,11 +12,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from umt_cli.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from umt_cli.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATION, renormalize
 from umt_cli.errors import CheckpointError
-from umt_cli.models.teacher import TEACHER_PRESETS, ClipTeacher, TeacherOutput, build_teacher, imagenet_to_clip
+from umt_cli.models.clip import ClipTeacher, TeacherOutput
+from umt_cli.models.teacher import Teacher
+from umt_cli.models.teacher import build_teacher as build_from_section
+from umt_cli.recipe.sections import TeacherSection
+from umt_cli.variants import TEACHERS
 
 K = 2
+
+
+def build_teacher(arch: str, *, weights: str, return_layers: int, seed: int = 0, student_norm: str = "imagenet",
+                  **teacher: object) -> ClipTeacher:  # fmt: skip
+    """The registry's builder, driven by a `[teacher]` table as a recipe would."""
+    section = TeacherSection(arch=arch, weights=weights, **teacher)
+    built = build_from_section(section, return_layers=return_layers, student_stats=NORMALIZATION[student_norm],
+                               seed=seed)  # fmt: skip
+    assert isinstance(built, Teacher)  # it implements the protocol a stage relies on
+    return built
+
+
+def imagenet_to_clip(video: torch.Tensor) -> torch.Tensor:
+    return renormalize(video, NORMALIZATION["imagenet"], NORMALIZATION["clip"])
 
 
 class RefLayerNorm(nn.LayerNorm):
@@ -120,10 +138,10 @@ def test_projecting_gathered_hidden_equals_gathering_features() -> None:
     visible = torch.zeros(2, 64, dtype=torch.bool)
     visible[0, ::4], visible[1, 1::4] = True, True
     with torch.no_grad():
-        hidden = teacher.encode(video)
+        hidden = teacher.encode(video, defer_last=False)
         full = teacher(video)
-    assert hidden.hidden.shape == (K, 2, 64, 64)
-    gathered = hidden.hidden[:, visible].reshape(K, 2, 16, 64)
+    assert hidden.layers.shape == (K, 2, 64, 64)
+    gathered = hidden.layers[:, visible].reshape(K, 2, 16, 64)
     expected = full.features[:, visible].reshape(K, 2, 16, 32)
     torch.testing.assert_close(teacher.project(gathered), expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(hidden.cls_attn, full.cls_attn)
@@ -147,7 +165,8 @@ def stored_tiny14(seed: int) -> dict[str, torch.Tensor]:
 
 
 def _shape(arch: str) -> dict[str, int]:
-    return {k: v for k, v in TEACHER_PRESETS[arch].items() if k != "input_size"}
+    spec = TEACHERS[arch]
+    return {"patch_size": spec.patch_size, **spec.shape}
 
 
 def test_l_style_resize_and_positional_interpolation(tmp_path: Path) -> None:
@@ -171,7 +190,7 @@ def test_l_style_resize_and_positional_interpolation(tmp_path: Path) -> None:
 
 def test_clip_input_norm_converts_imagenet_statistics() -> None:
     imagenet = perturbed_teacher(seed=7)
-    clip = ClipTeacher(input_size=64, return_layers=K, input_norm="clip", **_shape("clip-tiny"))
+    clip = ClipTeacher(input_size=64, return_layers=K, input_stats=NORMALIZATION["clip"], **_shape("clip-tiny"))
     clip.load_state_dict(imagenet.state_dict())
     pixels = torch.rand(1, 3, 4, 64, 64, generator=torch.Generator().manual_seed(8))
 
@@ -184,6 +203,25 @@ def test_clip_input_norm_converts_imagenet_statistics() -> None:
     with torch.no_grad():
         torch.testing.assert_close(clip(video).features, imagenet(imagenet_to_clip(video)).features, rtol=0, atol=0)
         assert not torch.allclose(clip(video).features, imagenet(video).features, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher", "converts"),
+    [("imagenet", "imagenet", False), ("clip", "clip", False), ("imagenet", "clip", True), ("clip", "imagenet", True)],
+)
+def test_the_teacher_converts_from_the_student_statistics_exactly_once(student, teacher, converts) -> None:
+    pixels = torch.rand(1, 3, 4, 64, 64, generator=torch.Generator().manual_seed(8))
+    mean, std = NORMALIZATION[student]
+    video = (pixels - torch.tensor(mean).view(1, 3, 1, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tower = build_teacher("clip-tiny", weights="random", return_layers=K, seed=1, student_norm=student,
+                              input_norm=teacher)  # fmt: skip
+    seen = tower._prepare_input(video)
+    mean, std = NORMALIZATION[teacher]
+    expected = (pixels - torch.tensor(mean).view(1, 3, 1, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1, 1)
+    torch.testing.assert_close(seen, expected, rtol=1e-5, atol=1e-5)  # the tower sees its own statistics
+    assert (seen is video) is not converts  # equal statistics: the clip itself, untouched
 
 
 def test_teacher_is_frozen_and_stays_in_eval_mode() -> None:
@@ -226,7 +264,9 @@ def test_wrong_keys_raise_checkpoint_error() -> None:
 
 
 def test_unknown_arch_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="clip-b16, clip-l14, clip-tiny, clip-tiny14"):
+    with pytest.raises(
+        ValueError, match="unknown teacher.arch 'clip-h14'; valid: clip-b16, clip-l14, clip-tiny, clip-tiny14"
+    ):
         build_teacher("clip-h14", weights="random", return_layers=1)
 
 
@@ -286,14 +326,13 @@ def test_deferred_last_block_gives_the_same_targets(kind, return_layers):
     """Finishing the last block on the visible tokens only equals running it on every token, then gathering."""
     from umt_cli.masking.functional import attention_visible, random_visible, tube_visible
     from umt_cli.masking.gather import gather_visible
-    from umt_cli.models.teacher import build_teacher
 
     teacher = build_teacher("clip-tiny", weights="random", return_layers=return_layers, seed=3)
     video = torch.randn(2, 3, 4, 64, 64, generator=torch.Generator().manual_seed(0))
-    full = teacher.encode(video)
-    deferred = teacher.encode(video, defer_last=True)
+    full = teacher.encode(video, defer_last=False)
+    deferred = teacher.encode(video)  # a stage's path: the last block waits for the mask
     torch.testing.assert_close(deferred.cls_attn, full.cls_attn, rtol=0, atol=1e-6)
-    assert deferred.hidden.shape[0] == return_layers - 1 and deferred.pending is not None
+    assert deferred.layers.shape[0] == return_layers - 1 and deferred.pending is not None
     g = torch.Generator().manual_seed(1)
     visible = {
         "per_frame": lambda: attention_visible(full.cls_attn, 0.75, generators=g),
@@ -301,6 +340,6 @@ def test_deferred_last_block_gives_the_same_targets(kind, return_layers):
         "random": lambda: random_visible(2, 4, 16, 0.7, generators=g),
         "all": lambda: torch.ones(2, 64, dtype=torch.bool),
     }[kind]()
-    expected = teacher.project(gather_visible(full.hidden, visible))
+    expected = teacher.project(gather_visible(full.layers, visible))
     torch.testing.assert_close(teacher.targets(deferred, visible), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(teacher.targets(full, visible), expected, rtol=0, atol=0)
