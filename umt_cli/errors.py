@@ -10,7 +10,6 @@ __all__ = [
     "RecipeError",
     "DataError",
     "CheckpointError",
-    "exit_code_for",
     "first_line",
     "from_os_error",
 ]
@@ -63,11 +62,6 @@ class _Missing:
 
 MISSING = _Missing()
 """Marks a problem with no given value (a missing key, a cross-field check)."""
-
-
-def exit_code_for(error: BaseException) -> int:
-    """The process exit code for an error raised by a command."""
-    return getattr(error, "exit_code", 1)
 
 
 def first_line(error: BaseException) -> str:

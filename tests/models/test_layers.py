@@ -13,7 +13,8 @@ from umt_cli.models.layers import Attention, Block, DropPath, PatchEmbed3D, sele
 
 
 def numpy_sinusoid(n: int, d: int) -> np.ndarray:
-    """SPEC 2.3 written independently: angle(pos, j) = pos / 10000 ** (2 * floor(j / 2) / d), interleaved."""
+    """The position table (docs/official-behaviour.md) written independently:
+    angle(pos, j) = pos / 10000 ** (2 * floor(j / 2) / d), interleaved."""
     pos = np.arange(n, dtype=np.float64)[:, None]
     j = np.arange(d)[None, :]
     angle = pos / np.power(10000.0, 2 * (j // 2) / d)

@@ -148,7 +148,7 @@ def test_activation_checkpointing_gives_the_same_values_and_gradients() -> None:
 
 
 def official_stage1_keys(depth: int, k: int) -> list[str]:
-    """The SPEC 5.2 key template."""
+    """The stage-1 key template (docs/official-behaviour.md, Stage 1 files)."""
     keys = ["encoder.patch_embed.proj.weight", "encoder.patch_embed.proj.bias"]
     block = [
         "norm1.weight",
@@ -177,8 +177,8 @@ def test_state_dict_is_the_official_stage1_layout() -> None:
     keys = list(tiny_student().state_dict())
     expected = official_stage1_keys(DEPTH, K)
     assert sorted(keys) == sorted(expected)
-    # 13 tensors per block (the template above; the official model has the same). SPEC 5.2's "4 + 12·depth + 4·K"
-    # (172 / 316) undercounts the block by one: the official B/16 and L/16 stage-1 models have 184 and 340 tensors.
+    # 13 tensors per block (the template above; the official model has the same): the official B/16 and L/16
+    # stage-1 models have 184 and 340 tensors (a count of 4 + 12·depth + 4·K, 172 / 316, misses one per block).
     assert len(keys) == 4 + 13 * DEPTH + 4 * K
     assert not any("pos_embed" in key for key in keys)
 

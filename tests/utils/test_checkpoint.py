@@ -53,7 +53,7 @@ def training_state() -> dict:
 
 def save(checkpoints_dir: Path, step: int, **kwargs) -> Path:
     kwargs.setdefault("keep_last", 3)
-    return ckpt.save_checkpoint(
+    return ckpt.finalize_checkpoint(
         checkpoints_dir,
         step,
         model_state={"w": torch.full((2,), float(step))},
@@ -65,7 +65,7 @@ def save(checkpoints_dir: Path, step: int, **kwargs) -> Path:
 
 def test_round_trip(tmp_path):
     model_state, state = tied_model_state(), training_state()
-    path = ckpt.save_checkpoint(
+    path = ckpt.finalize_checkpoint(
         tmp_path / "checkpoints",
         1000,
         model_state=model_state,
@@ -90,7 +90,7 @@ def test_round_trip(tmp_path):
 
 def test_non_plain_state_is_refused(tmp_path):
     with pytest.raises(TypeError, match=r"state\['args'\]: Namespace"):
-        ckpt.save_checkpoint(
+        ckpt.finalize_checkpoint(
             tmp_path, 1, model_state={}, state={"args": argparse.Namespace(lr=1)}, meta={}, keep_last=1
         )
     assert not (tmp_path / "step_000001").exists()
@@ -128,7 +128,7 @@ def test_leftovers_of_an_interrupted_save_are_ignored_then_removed(tmp_path):
 
 def test_saving_the_same_step_again_replaces_it(tmp_path):
     save(tmp_path, 5)
-    ckpt.save_checkpoint(tmp_path, 5, model_state={"w": torch.ones(3)}, state={}, meta={}, keep_last=3)
+    ckpt.finalize_checkpoint(tmp_path, 5, model_state={"w": torch.ones(3)}, state={}, meta={}, keep_last=3)
     model_state, _, _ = ckpt.load_checkpoint(tmp_path / "step_000005")
     assert torch.equal(model_state["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000005"]
@@ -137,18 +137,13 @@ def test_saving_the_same_step_again_replaces_it(tmp_path):
 def test_multi_process_flow_with_rank_files(tmp_path):
     tmp = ckpt.tmp_checkpoint_dir(tmp_path, 10)
     for rank in range(2):  # each rank writes its own file before the barrier
-        ckpt.write_rank_file(tmp, f"rng_rank{rank}.pt", {"torch": torch.full((4,), rank, dtype=torch.uint8)})
+        ckpt.write_rank_file(tmp, f"rank{rank}.pt", {"torch": torch.full((4,), rank, dtype=torch.uint8)})
     path = ckpt.finalize_checkpoint(tmp_path, 10, model_state={"w": torch.zeros(1)}, state={}, meta={}, keep_last=1)
-    assert (path / "rng_rank1.pt").is_file() and not tmp.exists()
-    assert torch.equal(ckpt.load_rank_file(path, "rng_rank1.pt")["torch"], torch.ones(4, dtype=torch.uint8))
-    assert ckpt.load_rank_file(path, "rng_rank2.pt") is None
+    assert (path / "rank1.pt").is_file() and not tmp.exists()
+    assert torch.equal(ckpt.load_rank_file(path, "rank1.pt")["torch"], torch.ones(4, dtype=torch.uint8))
+    assert ckpt.load_rank_file(path, "rank2.pt") is None
     with pytest.raises(ValueError):
         ckpt.write_rank_file(tmp, "state.pt", {})
-
-
-def test_rank_files_through_save_checkpoint(tmp_path):
-    path = save(tmp_path, 2, rank_files={"rng_rank0.pt": ckpt.capture_rng()})
-    assert set(ckpt.load_rank_file(path, "rng_rank0.pt")) >= {"torch"}
 
 
 def test_resolve_resume_forms(tmp_path):

@@ -159,7 +159,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 STUDENT_PRESETS: dict[str, dict[str, int]] = STUDENT_GEOMETRY
-"""Student shapes by preset name (SPEC 2.1): `dim`, `depth`, `num_heads`, `patch_size`."""
+"""Student shapes by preset name (docs/official-behaviour.md, Student ViT): `dim`, `depth`, `num_heads`,
+`patch_size`."""
 
 
 def build_distill_student(

@@ -1,19 +1,21 @@
-"""Checkpoint I/O for run directories (DESIGN 5): atomic `step_NNNNNN/` directories, a `latest` pointer, pruning.
+"""Checkpoint I/O for run directories: atomic `step_NNNNNN/` directories, a `latest` pointer, pruning.
 
 ```
 checkpoints/
-  step_001000/  model.safetensors  state.pt  meta.json  [rng_rank{r}.pt ...]
+  step_001000/  model.safetensors  state.pt  meta.json  [rank{r}.pt ...]
   latest                           # text file naming the newest complete checkpoint directory
 ```
+
+What the files hold is defined by `umt_cli.training.state`; this module only reads and writes them.
 
 A checkpoint is written into `.tmp-step_NNNNNN/` and renamed with `os.replace`, so a crash never leaves a
 half-written `step_*` directory; readers ignore `.tmp-*`. `state.pt` and rank files hold plain data only (tensors,
 numbers, strings, lists, dicts), so they load with `torch.load(weights_only=True)`.
 
-Single process: `save_checkpoint(...)`. Multi-process (rank 0 owns the directory)::
+Saving (rank 0 owns the directory; with one process the barriers are no-ops)::
 
     tmp = tmp_checkpoint_dir(checkpoints_dir, step)                 # every rank
-    write_rank_file(tmp, f"rng_rank{rank}.pt", capture_rng())       # every rank, its own file
+    write_rank_file(tmp, f"rank{rank}.pt", {...})                   # every rank, its own file
     barrier()
     if rank == 0:
         finalize_checkpoint(checkpoints_dir, step, model_state=..., state=..., meta=..., keep_last=3)
@@ -47,7 +49,6 @@ __all__ = [
     "STATE_FILE",
     "META_FILE",
     "LATEST_FILE",
-    "save_checkpoint",
     "tmp_checkpoint_dir",
     "write_rank_file",
     "finalize_checkpoint",
@@ -74,49 +75,6 @@ _PLAIN_LEAVES = (Tensor, bool, int, float, complex, str, bytes, type(None), torc
 
 
 # ---------------------------------------------------------------------------------------------------------- writing
-def save_checkpoint(
-    checkpoints_dir: Path,
-    step: int,
-    *,
-    model_state: Mapping[str, Tensor],
-    state: dict[str, Any],
-    meta: dict[str, Any],
-    keep_last: int,
-    keep_every: int | None = None,
-    rank_files: dict[str, Any] | None = None,
-) -> Path:
-    """Write `checkpoints_dir/step_{step:06d}/` atomically, point `latest` at it and prune (single process).
-
-    Args:
-        checkpoints_dir: the run's `checkpoints/` directory (created if needed).
-        step: optimizer steps done; names the directory.
-        model_state: weights, written to `model.safetensors` (CPU, contiguous; tied tensors stored once per name).
-        state: plain data for `state.pt`: optimizer, scheduler, scaler, counters, sampler and generator states.
-        meta: JSON-able data for `meta.json` (`step` is added).
-        keep_last: complete checkpoints to keep (>= 1); the new one always stays.
-        keep_every: also keep every checkpoint whose step is a multiple of this.
-        rank_files: extra plain-data files, name -> object (e.g. `{"rng_rank0.pt": capture_rng()}`).
-
-    Returns:
-        The checkpoint directory.
-    """
-    tmp_dir = tmp_checkpoint_dir(checkpoints_dir, step)
-    # One writer: files left by an interrupted save of this step (maybe another world size) can go.
-    shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir()
-    for name, obj in (rank_files or {}).items():
-        write_rank_file(tmp_dir, name, obj)
-    return finalize_checkpoint(
-        checkpoints_dir,
-        step,
-        model_state=model_state,
-        state=state,
-        meta=meta,
-        keep_last=keep_last,
-        keep_every=keep_every,
-    )
-
-
 def tmp_checkpoint_dir(checkpoints_dir: Path, step: int) -> Path:
     """Create (if needed; safe from several ranks) and return `checkpoints_dir/.tmp-step_{step:06d}/`."""
     tmp_dir = Path(checkpoints_dir) / f"{_TMP_PREFIX}{_step_name(step)}"
@@ -145,7 +103,18 @@ def finalize_checkpoint(
     """Write the model, state and meta files into the tmp directory, rename it, update `latest`, prune.
 
     In multi-process runs only rank 0 calls this, after a barrier that follows every rank's `write_rank_file`.
-    Arguments as in `save_checkpoint`. Returns the checkpoint directory.
+
+    Args:
+        checkpoints_dir: the run's `checkpoints/` directory (created if needed).
+        step: optimizer steps done; names the directory.
+        model_state: weights, written to `model.safetensors` (CPU, contiguous; tied tensors stored once per name).
+        state: plain data for `state.pt` (optimizer, scaler, counters).
+        meta: JSON-able data for `meta.json` (`step` is added).
+        keep_last: complete checkpoints to keep (>= 1); the new one always stays.
+        keep_every: also keep every checkpoint whose step is a multiple of this.
+
+    Returns:
+        The checkpoint directory.
     """
     if keep_last < 1 or (keep_every is not None and keep_every < 1):
         raise ValueError(f"need keep_last >= 1 and keep_every >= 1 or None, got {keep_last}, {keep_every}")
