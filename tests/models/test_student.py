@@ -230,7 +230,7 @@ def test_align_heads_stage2_variant_and_non_persistent_table() -> None:
 
 
 def test_unknown_preset_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="umt-b16, umt-l16, umt-tiny"):
+    with pytest.raises(ValueError, match="unknown student.preset .umt-h14.; valid: umt-tiny, umt-b16, umt-l16"):
         build_distill_student("umt-h14", **TINY)
 
 

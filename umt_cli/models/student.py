@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from umt_cli.models.heads import AlignHeads
 from umt_cli.models.layers import LN_EPS, Block, PatchEmbed3D, select_visible, sinusoid_table
-from umt_cli.models.presets import STUDENT_GEOMETRY
+from umt_cli.variants import STUDENT_PRESETS
 
-__all__ = ["StudentOutput", "VideoViT", "DistillStudent", "STUDENT_PRESETS", "build_distill_student"]
+__all__ = ["StudentOutput", "VideoViT", "DistillStudent", "build_distill_student"]
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,6 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-STUDENT_PRESETS: dict[str, dict[str, int]] = STUDENT_GEOMETRY
-"""Student shapes by preset name (docs/official-behaviour.md, Student ViT): `dim`, `depth`, `num_heads`,
-`patch_size`."""
-
-
 def build_distill_student(
     preset: str,
     *,
@@ -177,7 +172,7 @@ def build_distill_student(
     """Build the stage-1 student of a preset.
 
     Args:
-        preset: One of `STUDENT_PRESETS`.
+        preset: A name in `umt_cli.variants.STUDENT_PRESETS`.
         img_size: Input side in pixels.
         num_frames: Input frames.
         tubelet: Frames per token.
@@ -189,9 +184,7 @@ def build_distill_student(
     Raises:
         ValueError: Unknown preset.
     """
-    if preset not in STUDENT_PRESETS:
-        raise ValueError(f"unknown student preset {preset!r}; valid: {', '.join(sorted(STUDENT_PRESETS))}")
-    shape = STUDENT_PRESETS[preset]
+    shape = STUDENT_PRESETS[STUDENT_PRESETS.check(preset)]
     encoder = VideoViT(
         img_size=img_size,
         num_frames=num_frames,
