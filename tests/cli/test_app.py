@@ -151,6 +151,19 @@ def test_startup_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_recipe_checks_read_the_registries_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from umt_cli.recipe import DistillRecipe, load_recipe\n"
+        "from umt_cli.recipe.catalog import resolve_recipe\n"
+        "from umt_cli.recipe.render import render_toml\n"
+        "recipe = load_recipe(resolve_recipe('k710'), ['masking.kind=tube'], expect=DistillRecipe)\n"
+        "assert 'one of attention, tube, random' in render_toml(recipe, explain=True)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_bad_recipe_exits_2_naming_all_three_keys(tmp_path: Path):
     path = tmp_path / "bad.toml"
     path.write_text(BAD_RECIPE)
