@@ -105,6 +105,12 @@ def test_cross_field_geometry_checks_name_both_keys(tmp_path):
     assert "100 is not a multiple of umt-b16's patch 16" in found["student.img_size"]
 
 
+def test_stage_1_refuses_multi_frame_tubelets(tmp_path):
+    with pytest.raises(RecipeError) as error:  # it used to pass the check and crash at the first step
+        load_recipe(write(tmp_path, MINIMAL), ["student.tubelet=2"])
+    assert "tubelet 1" in problems(error)["student.tubelet"]
+
+
 def test_missing_required_key_and_missing_stage(tmp_path):
     with pytest.raises(RecipeError) as error:
         load_recipe(write(tmp_path, "schema_version = 1\nstage = 'distill'\n"))

@@ -136,3 +136,29 @@ def test_skipped_files_are_named_at_the_end_of_each_epoch_and_in_the_run_directo
     skipped = strict_json((run_dir / "skipped.json").read_text())
     assert skipped["examples"]["missing"] == [str(tmp_path / "gone.mp4")]
     assert [str(broken)] in skipped["examples"].values()
+
+
+def test_a_hung_worker_names_its_file_through_umt_distill(tmp_path, tiny_overrides, synthetic_dir, monkeypatch):
+    import time
+
+    from umt_cli.data import datasets
+
+    # Two clips, one step: the worker decodes both for the first batch, and one of them never returns.
+    listing = tmp_path / "train.csv"
+    listing.write_text("".join((synthetic_dir / "train.csv").read_text().splitlines(keepends=True)[:2]))
+    hung = synthetic_dir / listing.read_text().splitlines()[1].split(",")[0]
+    real_open = datasets.open_video
+
+    def open_video(path, **kwargs):
+        if Path(path) == hung:
+            time.sleep(60)  # a decoder stuck in native code; the loader's 2 s watchdog fires first
+        return real_open(path, **kwargs)
+
+    monkeypatch.setattr(datasets, "open_video", open_video)  # `ClipLoader.video` looks it up there; workers fork
+    overrides = [o for o in tiny_overrides if not o.startswith("data.train_list")]
+    overrides += [f"data.train_list={listing}", f"data.root={synthetic_dir}", "data.num_workers=1"]
+    result = distill(tmp_path / "run", [*overrides, "decode.loader_timeout_s=2"])
+    assert result.exit_code == 1, result.output  # a DataError
+    assert result.output.count("error:") == 1
+    # The engine passes the run's status folder to `iterate_epoch`, so the message names the file, not just the hang.
+    assert f"error: a data loader worker hung: worker-0: {hung}" in result.output

@@ -66,6 +66,11 @@ class DistillRecipe(Recipe):
     def _geometry(self) -> DistillRecipe:
         problems = _student_problems(self.student) + _teacher_problems(self.student, self.teacher)
         problems += _schedule_problems(self.optim, self.schedule)
+        if self.student.tubelet != 1:  # the image teacher gives one target and one attention map per frame
+            problems.append(
+                f"student.tubelet: stage 1 aligns the student with an image teacher frame by frame, so its tokens "
+                f"must be single frames (tubelet 1, as in the official recipes), not {self.student.tubelet}"
+            )
         if problems:  # one "key: problem" line each, so every problem is reported under its own key
             raise ValueError("\n".join(problems))
         return self
