@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,16 @@ def strict_json(text: str) -> object:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [strict_json(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def kill_once_checkpointed(process: subprocess.Popen, run_dir: Path, *, logged: int = 3, timeout_s: float = 240):
+    """SIGKILL a training process once its run has a checkpoint and `logged` metrics lines (the resume tests'
+    interruption); fails the test if the run finishes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run_dir / "checkpoints" / "latest").is_file() and len(read_metrics(run_dir)) >= logged:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -1,13 +1,11 @@
 """A run killed with SIGKILL and resumed with `--resume auto` gives exactly the uninterrupted run's losses."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from conftest import read_metrics, strict_json
+from conftest import kill_once_checkpointed, read_metrics, strict_json
 from safetensors.torch import load_file
 
 
@@ -27,15 +25,7 @@ def test_sigkill_then_resume_auto_continues_exactly(tmp_path, tiny_overrides):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     finish(start(straight, overrides))
 
-    process = start(broken, overrides)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if (broken / "checkpoints" / "latest").is_file() and len(read_metrics(broken)) >= 3:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_checkpointed(start(broken, overrides), broken)
     killed_at = len(read_metrics(broken))
     assert killed_at < 8
 

@@ -2,13 +2,11 @@
 SIGKILL mid-run and resumed with `--resume auto`, it ends exactly as an uninterrupted run."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from conftest import read_metrics
+from conftest import kill_once_checkpointed, read_metrics
 from safetensors.torch import load_file
 
 STUB = Path(__file__).with_name("stub_stage.py")
@@ -36,15 +34,7 @@ def test_a_stub_stage_killed_with_sigkill_resumes_exactly(tmp_path, tiny_overrid
     # The two runs are independent: started together, they share the start-up time (mostly imports).
     uninterrupted = start(straight, overrides, trace=tmp_path / "straight.trace")
     # 0.3 s per step leaves time to kill the run after its first checkpoint and well before its last step.
-    process = start(broken, overrides, trace=tmp_path / "killed.trace", sleep_s=0.3)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if (broken / "checkpoints" / "latest").is_file() and len(read_metrics(broken)) >= 3:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_checkpointed(start(broken, overrides, trace=tmp_path / "killed.trace", sleep_s=0.3), broken)
     resumed_at = int((broken / "checkpoints" / "latest").read_text().strip().rsplit("_", 1)[1])
     assert 2 <= resumed_at < STEPS
     finish(uninterrupted)
