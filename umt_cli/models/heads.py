@@ -69,6 +69,7 @@ class AlignHeads(nn.ModuleList):
         """
         if layers.shape[0] != len(self):
             raise ValueError(f"expected {len(self)} layers, got {layers.shape[0]}")
-        pos = self.pos_embed.to(layers.dtype).expand(layers.shape[1], -1, -1)  # (B, N, D), a view
+        tokens = layers.shape[2] if visible is None else visible.shape[1]  # N: HW rows for an image (stage 2)
+        pos = self.pos_embed[:, :tokens].to(layers.dtype).expand(layers.shape[1], -1, -1)  # (B, N, D), a view
         tokens = layers + select_visible(pos, visible)  # (K, B, Nv, D)
         return torch.stack([head(x) for head, x in zip(self, tokens)])  # (K, B, Nv, Ct)

@@ -3,6 +3,8 @@
 Stage 1 runs the student on the visible tokens only and returns its K last block outputs, each passed through the
 encoder's shared final LayerNorm; `DistillStudent` adds the alignment heads and has exactly the official stage-1
 state-dict layout (`encoder.*`, `clip_decoder.{k}.*`), so official checkpoints load strictly without a key map.
+Stage 2 also feeds images as 1-frame clips (the first HW rows of the position table, which are the official image
+table) and reads the normalised last block output.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ __all__ = ["StudentOutput", "VideoViT", "DistillStudent", "build_distill_student
 
 @dataclass(frozen=True)
 class StudentOutput:
-    """What the student returns in stage 1.
+    """What the student returns.
 
     Attributes:
         layers: (K, B, Nv, D) tapped block outputs, ascending block order, with the shared final `norm` applied.
+        last: (B, Nv, D) the last block's output after `norm` (stage 2's vision tokens); None unless asked for.
     """
 
     layers: Tensor
+    last: Tensor | None = None
 
 
 class VideoViT(nn.Module):
@@ -66,8 +70,8 @@ class VideoViT(nn.Module):
         super().__init__()
         if img_size % patch_size or num_frames % tubelet:
             raise ValueError(f"img_size {img_size} / num_frames {num_frames} must divide by {patch_size} / {tubelet}")
-        if not 1 <= align_layers <= depth:
-            raise ValueError(f"align_layers must be in [1, depth={depth}], got {align_layers}")
+        if not 0 <= align_layers <= depth:
+            raise ValueError(f"align_layers must be in [0, depth={depth}], got {align_layers}")
         self.grid = (num_frames // tubelet, img_size // patch_size, img_size // patch_size)  # (T, H, W)
         self.align_layers = align_layers
         self.checkpoint_blocks = checkpoint_blocks
@@ -93,23 +97,20 @@ class VideoViT(nn.Module):
         depth = len(self.blocks)
         return tuple(sorted(depth - 1 - i for i in range(self.align_layers)))
 
-    def forward(self, video: Tensor, visible: Tensor | None = None) -> StudentOutput:
+    def forward(self, video: Tensor, visible: Tensor | None = None, *, last: bool = False) -> StudentOutput:
         """Run the encoder on the visible tokens.
 
         Args:
-            video: (B, C, T, H, W) normalised pixels (T and H, W in frames and pixels).
+            video: (B, C, T, H, W) normalised pixels (T and H, W in frames and pixels); T is the model's frame count,
+                or 1 for an image (stage 2).
             visible: (B, N) bool, True = kept; every sample must keep the same count. None runs all tokens.
+            last: Also return the normalised last block output (stage 1 does not use it, so it is not computed).
 
         Returns:
-            `StudentOutput` with `layers` (K, B, Nv, D).
+            `StudentOutput` with `layers` (K, B, Nv, D) and, when asked, `last` (B, Nv, D).
         """
-        if video.ndim != 5:
-            raise ValueError(f"expected a (B, C, T, H, W) video, got {tuple(video.shape)}")
-        grid = self.patch_embed.patch_size
-        tokens = video.shape[2] // self.patch_embed.tubelet * (video.shape[3] // grid) * (video.shape[4] // grid)
-        if tokens != self.num_tokens:
-            raise ValueError(f"video {tuple(video.shape)} gives {tokens} tokens, the model expects {self.num_tokens}")
-        pos = self.pos_embed.to(video.dtype).expand(video.shape[0], -1, -1)  # (B, N, D)
+        tokens = self.tokens_of(video)
+        pos = self.pos_embed[:, :tokens].to(video.dtype).expand(video.shape[0], -1, -1)  # (B, N, D)
         x = self.patch_embed(video, visible) + select_visible(pos, visible)  # (B, Nv, D)
         taps = set(self.tap_indices)
         layers = []
@@ -117,8 +118,22 @@ class VideoViT(nn.Module):
             x = self._run_block(index, block, x)  # (B, Nv, D)
             if index in taps:
                 layers.append(x)
-        # The encoder's own norm of the last output is unused in stage 1, so it is not computed.
-        return StudentOutput(layers=self.norm(torch.stack(layers)))  # (K, B, Nv, D)
+        normed = self.norm(torch.stack(layers)) if layers else x.new_empty((0, *x.shape))  # (K, B, Nv, D)
+        if not last:
+            return StudentOutput(layers=normed)
+        final = normed[-1] if len(self.blocks) - 1 in taps else self.norm(x)  # the last block is usually a tap
+        return StudentOutput(layers=normed, last=final)
+
+    def tokens_of(self, video: Tensor) -> int:
+        """N for a (B, C, T, H, W) clip: the model's own N, or HW for an image (T = 1); anything else is an error."""
+        if video.ndim != 5:
+            raise ValueError(f"expected a (B, C, T, H, W) video, got {tuple(video.shape)}")
+        grid = self.patch_embed.patch_size
+        tokens = video.shape[2] // self.patch_embed.tubelet * (video.shape[3] // grid) * (video.shape[4] // grid)
+        frame = self.grid[1] * self.grid[2]
+        if tokens != self.num_tokens and not (video.shape[2] == 1 and tokens == frame):
+            raise ValueError(f"video {tuple(video.shape)} gives {tokens} tokens, the model expects {self.num_tokens}")
+        return tokens
 
     def _run_block(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
         if self.training and index < self.checkpoint_blocks and torch.is_grad_enabled():
