@@ -133,3 +133,35 @@ def test_set_lr_applies_per_group_scales():
     optimizer.param_groups[1]["lr_scale"] = 0.5
     set_lr(optimizer, 2e-3)
     assert [g["lr"] for g in optimizer.param_groups] == [2e-3, 1e-3]
+
+
+def test_cosine_floor_lr_is_the_official_stage2_schedule():
+    import math
+
+    from umt_cli.utils.optim import cosine_floor_lr
+
+    def official(step: int, warmup: int, total: int, multi: float = 0.01) -> float:  # LambdaLR multiplier
+        if step < warmup:
+            return max(multi, step / max(1, warmup))
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(multi, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    for step in range(0, 1001, 7):
+        expected = 1e-4 * official(step, 100, 1000)
+        assert cosine_floor_lr(step, base=1e-4, floor=1e-6, warmup_steps=100, total_steps=1000) == pytest.approx(
+            expected, rel=1e-12, abs=1e-18
+        )
+    assert (
+        cosine_floor_lr(0, base=1e-4, floor=1e-6, warmup_steps=100, total_steps=1000) == 1e-6
+    )  # warm-up starts at the floor
+    assert cosine_floor_lr(1000, base=1e-4, floor=1e-6, warmup_steps=100, total_steps=1000) == 1e-6
+
+
+def test_a_stage2_plan_uses_the_floor_schedule():
+    from umt_cli.recipe.sections import FloorCosineSchedule, OptimSection
+    from umt_cli.training.plan import plan_steps
+
+    optim = OptimSection(lr=1e-4, min_lr=1e-6, scale_lr=False, betas=(0.9, 0.999), weight_decay=0.02)
+    plan = plan_steps(50, global_batch=16, optim=optim, schedule=FloorCosineSchedule(epochs=10, warmup_epochs=1))
+    assert (plan.total_steps, plan.warmup_steps, plan.peak_lr, plan.final_lr) == (500, 50, 1e-4, 1e-6)
+    assert plan.lr(0) == 1e-6 and plan.lr(25) == pytest.approx(5e-5) and plan.lr(50) == pytest.approx(1e-4)

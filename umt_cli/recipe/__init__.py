@@ -2,13 +2,14 @@
 
 from umt_cli.recipe.base import SCHEMA_VERSION, Recipe, Section
 from umt_cli.recipe.load import apply_overrides, dump_resolved, load_recipe, validate_recipe
-from umt_cli.recipe.recipes import AnyRecipe, DistillRecipe, PrepareDataRecipe
+from umt_cli.recipe.recipes import AnyRecipe, DistillRecipe, PrepareDataRecipe, PretrainRecipe
 
 __all__ = [
     "SCHEMA_VERSION",
     "AnyRecipe",
     "DistillRecipe",
     "PrepareDataRecipe",
+    "PretrainRecipe",
     "Recipe",
     "Section",
     "apply_overrides",

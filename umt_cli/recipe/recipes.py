@@ -14,20 +14,29 @@ from umt_cli.recipe.sections import (
     CosineLoss,
     DataSection,
     DecodeSection,
+    FloorCosineSchedule,
+    InitSection,
+    IntervalSampling,
     LogSection,
     Loss,
     MaskingSection,
     OptimSection,
+    PretrainDataSection,
+    PretrainLoss,
+    PretrainMasking,
+    RandomResizedCrop,
     RunSection,
     Sampling,
     ScheduleSection,
     SparseSampling,
     StudentSection,
     TeacherSection,
+    TextSection,
+    VideoTextSection,
 )
 from umt_cli.variants import STUDENT_PRESETS, TEACHERS
 
-__all__ = ["DistillRecipe", "PrepareDataRecipe", "AnyRecipe", "RECIPE_TYPES"]
+__all__ = ["DistillRecipe", "PretrainRecipe", "PrepareDataRecipe", "AnyRecipe", "RECIPE_TYPES"]
 
 
 class DistillRecipe(Recipe):
@@ -66,11 +75,6 @@ class DistillRecipe(Recipe):
     def _geometry(self) -> DistillRecipe:
         problems = _student_problems(self.student) + _teacher_problems(self.student, self.teacher)
         problems += _schedule_problems(self.optim, self.schedule)
-        if self.student.tubelet != 1:  # the image teacher gives one target and one attention map per frame
-            problems.append(
-                f"student.tubelet: stage 1 aligns the student with an image teacher frame by frame, so its tokens "
-                f"must be single frames (tubelet 1, as in the official recipes), not {self.student.tubelet}"
-            )
         if problems:  # one "key: problem" line each, so every problem is reported under its own key
             raise ValueError("\n".join(problems))
         return self
@@ -104,10 +108,15 @@ def _teacher_problems(s: StudentSection, t: TeacherSection) -> list[str]:
         )
     if s.align_layers > spec.layers:
         problems.append(f"student.align_layers: {s.align_layers} exceeds {t.arch}'s {spec.layers} layers")
+    if s.tubelet != 1:  # the image teacher gives one target and one attention map per frame
+        problems.append(
+            f"student.tubelet: the student is aligned with an image teacher frame by frame, so its tokens must be "
+            f"single frames (tubelet 1, as in the official recipes), not {s.tubelet}"
+        )
     return problems
 
 
-def _schedule_problems(o: OptimSection, s: ScheduleSection) -> list[str]:
+def _schedule_problems(o: OptimSection, s: ScheduleSection | FloorCosineSchedule) -> list[str]:
     # Both would run without complaint: the learning rate would rise along the "decay", or never reach its peak.
     problems = []
     if o.min_lr > o.lr:
@@ -115,6 +124,56 @@ def _schedule_problems(o: OptimSection, s: ScheduleSection) -> list[str]:
     if s.warmup_epochs > s.epochs:
         problems.append(f"schedule.warmup_epochs: {s.warmup_epochs} exceeds schedule.epochs ({s.epochs})")
     return problems
+
+
+class PretrainRecipe(Recipe):
+    """Stage 2: align the distilled video encoder with a BERT text encoder on video-text and image-text corpora,
+    with the teacher's alignment loss kept on."""
+
+    stage: Literal["pretrain"] = "pretrain"
+    """The command this recipe is for: `umt pretrain`."""
+    data: PretrainDataSection
+    """Video-text corpora."""
+    decode: DecodeSection = DecodeSection()
+    """Video decoding and bad-media handling."""
+    sampling: Sampling = IntervalSampling()
+    """Frame sampling (`kind`: interval (official stage 2), sparse or dense)."""
+    augment: AugmentSection = AugmentSection(crop=RandomResizedCrop())
+    """Training augmentation (official stage 2: random resized crop, scale 0.5-1, bicubic; flip)."""
+    student: StudentSection = StudentSection(num_frames=4)
+    """The video encoder (the stage-1 student)."""
+    init: InitSection = InitSection()
+    """Where the video encoder starts from."""
+    teacher: TeacherSection
+    """The frozen image teacher of the alignment loss."""
+    text: TextSection
+    """The BERT text encoder."""
+    model: VideoTextSection = VideoTextSection()
+    """The joint embedding."""
+    masking: PretrainMasking = PretrainMasking()
+    """Masks for videos and images."""
+    loss: PretrainLoss = PretrainLoss()
+    """Loss weights and options."""
+    optim: OptimSection = OptimSection(lr=1e-4, min_lr=1e-6, scale_lr=False, betas=(0.9, 0.999), weight_decay=0.02)
+    """Optimizer (official stage 2: lr 1e-4 not scaled by batch, betas (0.9, 0.999), weight decay 0.02)."""
+    schedule: FloorCosineSchedule = FloorCosineSchedule()
+    """Training length and learning-rate schedule."""
+    checkpoint: CheckpointSection = CheckpointSection()
+    """Checkpoint cadence."""
+    log: LogSection = LogSection()
+    """Metrics and console output."""
+    run: RunSection = RunSection()
+    """Run-wide settings."""
+
+    @model_validator(mode="after")
+    def _geometry(self) -> PretrainRecipe:
+        problems = _student_problems(self.student) + _teacher_problems(self.student, self.teacher)
+        problems += _schedule_problems(self.optim, self.schedule)
+        if self.text.fusion_layer < 1:
+            problems.append("text.fusion_layer: the text-only layers must come first")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class PrepareDataRecipe(Recipe):
@@ -126,7 +185,7 @@ class PrepareDataRecipe(Recipe):
     """The data set (`kind`: kinetics710, synthetic or video-text)."""
 
 
-RECIPE_TYPES = {"distill": DistillRecipe, "prepare-data": PrepareDataRecipe}
+RECIPE_TYPES = {"distill": DistillRecipe, "pretrain": PretrainRecipe, "prepare-data": PrepareDataRecipe}
 """Stage name -> recipe model."""
 
-AnyRecipe = Annotated[DistillRecipe | PrepareDataRecipe, Field(discriminator="stage")]
+AnyRecipe = Annotated[DistillRecipe | PretrainRecipe | PrepareDataRecipe, Field(discriminator="stage")]

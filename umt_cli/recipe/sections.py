@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -33,6 +33,18 @@ __all__ = [
     "CheckpointSection",
     "LogSection",
     "RunSection",
+    "CorpusSection",
+    "PretrainDataSection",
+    "InitSection",
+    "TextSection",
+    "VideoTextSection",
+    "PretrainMasking",
+    "UtaWeight",
+    "VtcSection",
+    "VtmWeight",
+    "MlmSection",
+    "PretrainLoss",
+    "FloorCosineSchedule",
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -241,10 +253,15 @@ class OptimSection(Section):
     """Clip the gradient norm to this value; unset = no clipping (official)."""
     grad_accum: PositiveInt = 1
     """Micro-batches accumulated per optimizer step."""
+    zero_dim_decay: bool = False
+    """Also decay 0-D parameters (stage 2's temperature), as upstream's no-decay rule (1-D and biases only) lets
+    happen; off = no decay on them (docs/pitfalls.md, P15)."""
 
 
 class ScheduleSection(Section):
     """Training length and the per-iteration learning-rate schedule (linear warm-up from 0, then cosine)."""
+
+    lr_shape: ClassVar[str] = "cosine"  # how `umt_cli.training.plan` turns it into learning rates
 
     epochs: PositiveInt = 201
     """Passes over the training list (the official "200 epochs" run 201, a VideoMAE workaround)."""
@@ -290,3 +307,140 @@ class RunSection(Section):
     """Seed for every generator of the run (sampling, augmentation, masking, initialisation)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast precision of teacher and student (fp16 adds a gradient scaler and needs a GPU)."""
+
+
+class CorpusSection(Section):
+    """One video-text corpus: an annotation file checked by `umt prepare-data video-text`."""
+
+    annotations: TomlPath
+    """The annotation file (`umt prepare-data video-text` output): `{video|image, caption}` entries."""
+    root: TomlPath
+    """Folder the media paths are relative to."""
+    batch_size: PositiveInt = 128
+    """Samples per process in each batch drawn from this corpus (videos and images form separate batches)."""
+
+
+class PretrainDataSection(Section):
+    """Stage-2 corpora, drawn as whole batches of one corpus and media type in a seeded order."""
+
+    corpora: Annotated[dict[str, CorpusSection], Field(min_length=1)]
+    """The corpora by name, each a `[data.corpora.NAME]` table."""
+    num_workers: int = Field(8, ge=0)
+    """DataLoader worker processes per corpus and media type, per training process."""
+    prefetch_factor: PositiveInt = 2
+    """Batches each worker prepares ahead."""
+    pin_memory: bool = True
+    """Pin host memory for faster copies to the GPU (ignored on CPU)."""
+    min_frames: PositiveInt = 1
+    """Videos with fewer decodable frames are skipped (counted as `short_video`)."""
+
+
+class InitSection(Section):
+    """Where the stage starts from."""
+
+    student: TomlPath | None = None
+    """The stage-1 weights the vision encoder starts from: our `student.safetensors`, or an official stage-1 file;
+    unset = random initialisation (tests only)."""
+    trust: bool = False
+    """Allow a pickled (non weights-only) official file, which can run code: only for files you trust."""
+
+
+class TextSection(Section):
+    """The BERT text encoder and its tokeniser."""
+
+    encoder: str
+    """A local Hugging Face BERT folder (config.json, vocab.txt, weights) or a hub id where the network allows,
+    e.g. bert-base-uncased (UMT-B) or bert-large-uncased (UMT-L)."""
+    random: bool = False
+    """Initialise the encoder randomly from the folder's config.json (tests and the quickstart only)."""
+    fusion_layer: PositiveInt = 9
+    """First layer with cross-attention to the vision tokens (9 of 12 for BERT-base, 19 of 24 for BERT-large)."""
+    max_len: PositiveInt = 32
+    """Tokens per caption, `[CLS]` included (longer captions are truncated)."""
+    add_sep: bool = False
+    """End captions with `[SEP]` (the stock BERT form); off = `[CLS] X` as the official tokeniser does."""
+
+
+class VideoTextSection(Section):
+    """The joint embedding."""
+
+    embed_dim: PositiveInt = 512
+    """E, the width of the video and text projections (512 for UMT-B, 768 for UMT-L)."""
+    temp: float = Field(0.07, ge=0.001, le=0.5)
+    """Initial contrastive temperature (clamped to [0.001, 0.5] during training)."""
+
+
+class PretrainMasking(Section):
+    """Masks per media type: the student sees only the visible tokens; VTM and MLM fuse with them too."""
+
+    video: MaskingSection = MaskingSection(kind="attention", mask_ratio=0.8)
+    """Video clips (official: attention, 0.8)."""
+    image: MaskingSection = MaskingSection(kind="attention", mask_ratio=0.5)
+    """Images, as 1-frame clips (official: attention, 0.5)."""
+
+
+LossWeight = Annotated[float, Field(ge=0)]
+
+
+class UtaWeight(Section):
+    """Unmasked token alignment with the teacher (both sides l2-normalised)."""
+
+    weight: LossWeight = 1.0
+    """Multiplier of the loss; 0 skips it (and the teacher)."""
+
+
+class VtcSection(Section):
+    """Video-text contrastive loss."""
+
+    weight: LossWeight = 1.0
+    """Multiplier of the loss; 0 skips it."""
+    gather: Literal["full", "local_grad"] = "full"
+    """`full`: N processes compute the gradient one process with the whole batch would; `local_grad`: upstream's
+    local-slice gradient, whose effective weight shrinks as processes are added (docs/pitfalls.md, P24)."""
+    idx_mode: Literal["global", "official"] = "global"
+    """Which captions count as positives of each other: `global` = the same media item of the same corpus;
+    `official` = the same index within its corpus, as upstream (colliding across corpora; docs/pitfalls.md, P14)."""
+
+
+class VtmWeight(Section):
+    """Video-text matching with one hard negative per row."""
+
+    weight: LossWeight = 1.0
+    """Multiplier of the loss; 0 skips it."""
+
+
+class MlmSection(Section):
+    """Masked language modelling conditioned on the visible vision tokens."""
+
+    weight: LossWeight = 1.0
+    """Multiplier of the loss; 0 skips it."""
+    prob: Fraction = 0.5
+    """Probability that a caption token (not [CLS] or padding) is chosen for prediction; of those 80 % become
+    [MASK], 10 % a random token, 10 % stay."""
+
+
+class PretrainLoss(Section):
+    """The four stage-2 losses; the total is their weighted sum."""
+
+    uta: UtaWeight = UtaWeight()
+    """Alignment with the teacher on the visible tokens."""
+    vtc: VtcSection = VtcSection()
+    """Contrastive."""
+    vtm: VtmWeight = VtmWeight()
+    """Matching."""
+    mlm: MlmSection = MlmSection()
+    """Masked language modelling."""
+
+
+class FloorCosineSchedule(Section):
+    """Stage-2 schedule (official): linear warm-up from 0, then cosine to 0, the learning rate never below
+    `optim.min_lr` (upstream: a multiplier floor of 0.01, i.e. min_lr = lr / 100)."""
+
+    lr_shape: ClassVar[str] = "cosine_floor"  # how `umt_cli.training.plan` turns it into learning rates
+
+    epochs: PositiveInt = 10
+    """Passes over all corpora (an epoch is the sum of every corpus's batches)."""
+    warmup_epochs: float = Field(1, ge=0)
+    """Epochs of linear warm-up: lr x step / warm-up steps (at least `optim.min_lr`)."""
+    max_steps: PositiveInt | None = None
+    """Stop after this many optimizer steps (the schedule is fitted to them); unset = epochs x steps per epoch."""

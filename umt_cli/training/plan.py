@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from umt_cli.errors import DataError
-from umt_cli.utils.optim import cosine_lr, scaled_lr
+from umt_cli.utils.optim import cosine_floor_lr, cosine_lr, scaled_lr
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["Plan", "make_plan", "plan_steps"]
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,13 @@ class Plan:
     warmup_steps: int
     peak_lr: float
     final_lr: float
+    shape: str = "cosine"  # "cosine": stage 1's schedule; "cosine_floor": stage 2's (final_lr is the floor)
 
     def lr(self, step: int) -> float:
-        """Learning rate of optimizer step `step` (0-based): linear warm-up from 0, then cosine (official)."""
+        """Learning rate of optimizer step `step` (0-based), as the official schedule of the stage gives it."""
+        if self.shape == "cosine_floor":
+            return cosine_floor_lr(step, base=self.peak_lr, floor=self.final_lr, warmup_steps=self.warmup_steps,
+                                   total_steps=self.total_steps)  # fmt: skip
         return cosine_lr(
             step, base=self.peak_lr, final=self.final_lr, warmup_steps=self.warmup_steps, total_steps=self.total_steps
         )
@@ -49,6 +53,15 @@ def make_plan(num_samples: int, *, batch_size: int, world_size: int, optim: Any,
             f"{num_samples} training clips do not fill one step of {global_batch} "
             "(data.batch_size x processes x optim.grad_accum)"
         )
+    return plan_steps(steps_per_epoch, global_batch=global_batch, optim=optim, schedule=schedule)
+
+
+def plan_steps(steps_per_epoch: int, *, global_batch: int, optim: Any, schedule: Any) -> Plan:
+    """The plan for `steps_per_epoch` optimizer steps of `global_batch` samples (on average) per epoch.
+
+    The learning rates are scaled by `global_batch / 256` when `optim.scale_lr`; the schedule's `lr_shape` picks
+    the curve.
+    """
     total = schedule.epochs * steps_per_epoch
     if schedule.max_steps is not None:
         total = min(total, schedule.max_steps)
@@ -60,4 +73,5 @@ def make_plan(num_samples: int, *, batch_size: int, world_size: int, optim: Any,
         warmup_steps=min(int(schedule.warmup_epochs * steps_per_epoch), total),
         peak_lr=scaled_lr(optim.lr, scale),
         final_lr=scaled_lr(optim.min_lr, scale),
+        shape=schedule.lr_shape,
     )

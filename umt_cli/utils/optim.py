@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "build_adamw", "scaled_lr", "cosine_lr", "set_lr"]
+__all__ = ["param_groups", "build_adamw", "scaled_lr", "cosine_lr", "cosine_floor_lr", "set_lr"]
 
 
 def param_groups(
@@ -97,6 +97,19 @@ def cosine_lr(
         return float(np.linspace(warmup_start, base, warmup_steps)[step])
     i, cosine_steps = step - warmup_steps, total_steps - warmup_steps
     return float(final + 0.5 * (base - final) * (1 + math.cos(math.pi * i / cosine_steps)))
+
+
+def cosine_floor_lr(step: int, *, base: float, floor: float, warmup_steps: int, total_steps: int) -> float:
+    """The stage-2 learning rate at `step` (the official `get_cosine_schedule_with_warmup` with a floor).
+
+    `base x step / warmup_steps` during warm-up, then `base x 0.5 (1 + cos(pi i / n))` for `i = step - warmup_steps`,
+    `n = total_steps - warmup_steps` (both divisions by at least 1), never below `floor`; upstream writes the floor as
+    a multiplier of 0.01 (floor = base / 100).
+    """
+    if step < warmup_steps:
+        return max(floor, base * step / max(1, warmup_steps))
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(floor, base * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
