@@ -80,7 +80,7 @@ def words(output: str) -> str:
 
 def test_root_help_names_only_what_exists():
     text = words(runner.invoke(app, ["--help"]).output)
-    assert "prepare data and distill (stage 1); pre-training, evaluation and export are coming." in text
+    assert "prepare data, distill (stage 1) and pre-train (stage 2); evaluation and export are coming." in text
     assert "distill, pre-train, evaluate, export" not in text
 
 
@@ -109,6 +109,7 @@ def _leaf_commands() -> dict[tuple[str, ...], object]:
 
 SHIPPED = {
     "k710": lambda: read_toml(resolve_recipe("k710")),
+    "pretrain": lambda: read_toml(resolve_recipe("pretrain/b16_5m_4f")),
     "kinetics710": lambda: read_toml(resolve_recipe("data/kinetics710")),
     "synthetic": lambda: {"schema_version": 1, "stage": "prepare-data", "source": {"kind": "synthetic"}},
     "video-text": lambda: {
@@ -119,6 +120,7 @@ SHIPPED = {
 }
 EXAMPLE_BASE = {
     ("distill",): "k710",
+    ("pretrain",): "pretrain",
     ("recipe", "show"): "k710",
     ("recipe", "validate"): "k710",
     ("prepare-data", "synthetic"): "synthetic",

@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from umt_cli import __version__
-from umt_cli.cli import distill, prepare_data, quickstart, recipe
+from umt_cli.cli import distill, prepare_data, pretrain, quickstart, recipe
 from umt_cli.cli._help import CONTEXT, Command, Group
 
 HELP = (
-    "Unmasked Teacher video foundation models: prepare data and distill (stage 1); "
-    "pre-training, evaluation and export are coming."
+    "Unmasked Teacher video foundation models: prepare data, distill (stage 1) and pre-train (stage 2); "
+    "evaluation and export are coming."
 )
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(prepare_data.app, name="prepare-data")
 app.command("distill", cls=Command)(distill.distill)
+app.command("pretrain", cls=Command)(pretrain.pretrain)
 app.add_typer(recipe.app, name="recipe")
 app.command(
     "quickstart",
@@ -34,7 +35,7 @@ app.command(
     short_help="The built-in CPU demo: synthetic data, the data pipeline, a short distillation.",
 )(quickstart.quickstart)
 
-COMMANDS = ("prepare-data", "distill", "recipe", "quickstart")
+COMMANDS = ("prepare-data", "distill", "pretrain", "recipe", "quickstart")
 """Every top-level command; a test checks the registered commands against this list."""
 
 
@@ -50,8 +51,8 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Unmasked Teacher video foundation models: prepare data and distill (stage 1); pre-training, evaluation and
-    export are coming."""
+    """Unmasked Teacher video foundation models: prepare data, distill (stage 1) and pre-train (stage 2); evaluation
+    and export are coming."""
 
 
 def main() -> None:

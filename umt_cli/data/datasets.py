@@ -230,11 +230,19 @@ class VideoListDataset(_RobustDataset):
 class VideoTextDataset(_RobustDataset):
     """(clip, caption) pairs from a video-text annotation file; every caption of a clip is its own sample."""
 
-    def __init__(self, annotations: str | Path, root: str | Path, **options: Any) -> None:
-        """`options`: loader, transform, seed, max_retries (see `_RobustDataset`)."""
+    def __init__(
+        self, annotations: str | Path, root: str | Path, *, images: bool | None = None, **options: Any
+    ) -> None:
+        """`images`: keep only images (True) or only videos (False), as stage 2 batches them apart; None = both.
+        `options`: loader, transform, seed, max_retries (see `_RobustDataset`)."""
         super().__init__(root, **options)
         self.media = load_annotations(annotations)
-        self.pairs = [(m, c) for m, entry in enumerate(self.media) for c in range(len(entry.captions))]
+        self.pairs = [
+            (m, c)
+            for m, entry in enumerate(self.media)
+            if images is None or entry.is_image == images
+            for c in range(len(entry.captions))
+        ]
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -21,7 +21,7 @@ from umt_cli.errors import CheckpointError, first_line
 from umt_cli.utils.files import sha256_file
 
 if TYPE_CHECKING:
-    from umt_cli.models.student import DistillStudent
+    pass
 
 __all__ = [
     "KINDS",
@@ -225,13 +225,16 @@ def _warn_if_zero_qv_bias(module: nn.Module, state_dict: Mapping[str, Tensor], w
         warnings.warn(f"{what}: all {len(names)} q_bias/v_bias tensors are zero after loading", stacklevel=3)
 
 
-def load_stage1_student(student: DistillStudent, path: str | Path, *, trust: bool = False) -> None:
-    """Load an official stage-1 file or one of our stage-1 checkpoints (same layout) into `student`, strictly.
+def load_stage1_student(
+    student: nn.Module, path: str | Path, *, trust: bool = False, how_to_trust: str = f"pass {TRUST_FLAG}"
+) -> None:
+    """Load an official stage-1 file or one of our stage-1 checkpoints (same layout) into `student` — a module whose
+    children are `encoder` and `clip_decoder` (a `DistillStudent`, or stage 2's vision side) — strictly.
 
     Raises:
         CheckpointError: Unreadable file, another checkpoint kind, or a key/shape mismatch.
     """
-    state_dict = unwrap_state_dict(read_checkpoint(path, trust=trust))
+    state_dict = unwrap_state_dict(read_checkpoint(path, trust=trust, how_to_trust=how_to_trust))
     kind = detect_kind(state_dict)
     if kind != "umt-stage1":
         raise CheckpointError(f"{path}: a {kind} checkpoint, not a UMT stage-1 (distillation) checkpoint")

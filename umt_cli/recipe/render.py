@@ -35,10 +35,10 @@ def _render_table(
 ) -> None:
     """One table's keys, then its sub-tables; `variants` are the classes a `kind`-selected table can be."""
     fields = type(model).model_fields
-    tables = [(n, getattr(model, n)) for n in fields if isinstance(getattr(model, n), BaseModel)]
+    tables = [(n, getattr(model, n)) for n in fields if _is_table(getattr(model, n))]
     for name, field in fields.items():  # scalars first: TOML puts a table's own keys before its sub-tables
         value = getattr(model, name)
-        if isinstance(value, BaseModel):
+        if _is_table(value):
             continue
         if explain and name == "kind" and variants:
             lines.extend(_kind_comment(type(model), variants))
@@ -51,12 +51,22 @@ def _render_table(
     if explain and len(variants) > 1:
         lines.extend(_other_variants(type(model), variants))
     for name, value in tables:
-        lines.append("")
-        if explain:
-            lines.extend(_comment(fields[name].description, None, None))
-        lines.append(f"[{'.'.join([*path, name])}]")
-        table_variants = _variants(fields[name])
-        _render_table(value, [*path, name], lines, explain=explain, absolute=absolute, variants=table_variants)
+        named = value.items() if isinstance(value, dict) else [(None, value)]  # a dict field: one table per entry
+        for key, table in named:
+            here = [*path, name] if key is None else [*path, name, key]
+            lines.append("")
+            if explain:
+                lines.extend(_comment(fields[name].description, None, None))
+            lines.append(f"[{'.'.join(here)}]")
+            table_variants = _variants(fields[name])
+            _render_table(table, here, lines, explain=explain, absolute=absolute, variants=table_variants)
+
+
+def _is_table(value: Any) -> bool:
+    """A sub-table, or a dict of them (named tables such as `[data.corpora.NAME]`)."""
+    if isinstance(value, dict):
+        return bool(value) and all(isinstance(v, BaseModel) for v in value.values())
+    return isinstance(value, BaseModel)
 
 
 def _variants(field: Any) -> tuple[type, ...]:

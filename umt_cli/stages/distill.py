@@ -12,7 +12,6 @@ checkpointed by the engine).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +35,7 @@ from umt_cli.utils.optim import build_adamw
 from umt_cli.utils.seed import derive_seed
 from umt_cli.variants import STUDENT_PRESETS
 
-__all__ = ["Components", "setup", "step", "run", "build_models", "is_main_process"]
+__all__ = ["Components", "setup", "step", "run", "build_models"]
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,3 @@ def _weights_metadata(recipe: DistillRecipe) -> dict[str, str]:
         "teacher_input_norm": t.input_norm,
         "pos_embed": "sinusoid (regenerated)",
     }
-
-
-def is_main_process() -> bool:
-    """Whether this process prints summaries (rank 0 of a launcher, or the only process)."""
-    return int(os.environ.get("RANK", "0")) == 0

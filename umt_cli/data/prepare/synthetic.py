@@ -1,9 +1,14 @@
 """`umt prepare-data synthetic`: a tiny, seeded video-text data set of coloured shapes moving in four directions.
 
 The class label is the direction of motion, which no single frame shows, so a model must use time to classify.
-Each video also has three captions ("a red circle moves to the left", ...) for retrieval and video-text training.
+Each video also has three captions ("a red circle moves to the left", ...) for retrieval and video-text training;
+the first frame of every training video is also saved as a still image with captions of its own ("a red circle"),
+an image-text corpus for stage 2, and `bert/` is a tiny WordPiece vocabulary of the captions' words with a tiny BERT
+config (no weights), so the quickstart's text encoder needs no download.
 Output (relative paths throughout):
     videos/{split}/{split}_{i:04d}.mp4   {split}.csv (`path,label`)   {split}.json ([{"video", "caption": [...]}])
+    images/train/train_{i:04d}.png       train_images.json ([{"image", "caption": [...]}])
+    bert/{vocab.txt, config.json, tokenizer_config.json}
     classes.txt                          manifest.json
 """
 
@@ -16,10 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from umt_cli.data.prepare.encode import write_h264
+from umt_cli.data.text import write_tiny_bert
 from umt_cli.recipe.prepare import SyntheticSource
 from umt_cli.utils.progress import progress
 
 __all__ = ["COLOURS", "SHAPES", "DIRECTIONS", "VideoSpec", "video_spec", "render_frames", "prepare_synthetic"]
+
+FORMAT = 2
+"""Version of the layout above (2: still images and the tiny BERT folder); `umt quickstart` regenerates older sets."""
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
@@ -41,6 +50,10 @@ class VideoSpec:
     @property
     def label(self) -> int:
         return list(DIRECTIONS).index(self.direction)
+
+    def still_captions(self) -> list[str]:
+        """Captions of the first frame alone (no motion to describe)."""
+        return [f"a {self.colour} {self.shape}", f"a {self.shape} that is {self.colour}"]
 
     def captions(self) -> list[str]:
         where = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}[self.direction]
@@ -109,6 +122,7 @@ def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
     out = Path(source.out)
     sizes = {"train": source.train, "val": source.val, "test": source.test}
     counts: dict[str, int] = {}
+    stills: list[dict[str, object]] = []
     with progress("synthetic videos", sum(sizes.values())) as bar:
         for split_id, split in enumerate(SPLITS):
             rows, annotations = [], []
@@ -120,11 +134,32 @@ def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
                 write_h264(out / rel, frames, fps=source.fps, width=source.width, height=source.height)
                 rows.append(f"{rel},{spec.label}")
                 annotations.append({"video": rel, "caption": spec.captions(), "label": spec.label})
+                if split == "train":
+                    stills.append(_write_still(out, i, spec, frames[0]))
                 bar.advance()
             (out / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
             (out / f"{split}.json").write_text(json.dumps(annotations, indent=1) + "\n", encoding="utf-8")
             counts[split] = len(rows)
+    (out / "train_images.json").write_text(json.dumps(stills, indent=1) + "\n", encoding="utf-8")
     (out / "classes.txt").write_text("\n".join(f"moving {d}" for d in DIRECTIONS) + "\n", encoding="utf-8")
-    manifest = {"kind": "synthetic", "options": source.model_dump(mode="json"), "videos": counts, "classes": 4}
+    write_tiny_bert(out / "bert", words=caption_words())
+    manifest = {"kind": "synthetic", "format": FORMAT, "options": source.model_dump(mode="json"), "videos": counts,
+                "images": len(stills), "classes": 4}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return {"out": str(out), "videos": counts, "classes": len(DIRECTIONS)}
+    return {"out": str(out), "videos": counts, "images": len(stills), "classes": len(DIRECTIONS)}
+
+
+def _write_still(out: Path, index: int, spec: VideoSpec, frame: np.ndarray) -> dict[str, object]:
+    """Save a video's first frame as a PNG; its annotation entry."""
+    from PIL import Image
+
+    rel = f"images/train/train_{index:04d}.png"
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).save(out / rel)
+    return {"image": rel, "caption": spec.still_captions()}
+
+
+def caption_words() -> list[str]:
+    """Every word any synthetic caption can use (the tiny BERT vocabulary), in a fixed order."""
+    fixed = "a the that is moves moving slides to left right upwards downwards up down across frame".split()
+    return [*fixed, *COLOURS, *SHAPES]
