@@ -1,5 +1,6 @@
 """`umt quickstart`: the built-in default job on CPU: synthetic data -> the training data pipeline -> a short
-stage-1 distillation with the tiny recipe. Later stages (pretrain, evaluate, export) join the chain as they land.
+stage-1 distillation with the tiny recipe -> a short stage-2 pre-training from it. Later stages (evaluate, export)
+join the chain as they land.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from rich.console import Console
 from umt_cli.data.datasets import build_train_dataset
 from umt_cli.data.failures import DataHealth
 from umt_cli.data.loaders import ShardedSampler, build_loader, iterate_epoch
-from umt_cli.data.prepare.synthetic import prepare_synthetic
-from umt_cli.recipe import DistillRecipe, load_recipe
+from umt_cli.data.prepare.synthetic import FORMAT, prepare_synthetic
+from umt_cli.recipe import DistillRecipe, PretrainRecipe, load_recipe
 from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.prepare import SyntheticSource
 
@@ -25,7 +26,8 @@ def _synthetic(data: Path, console: Console) -> Path:
     """Generate the synthetic data set once; reuse it when its manifest says it was made with the same options."""
     source = SyntheticSource(out=data)
     manifest = data / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text())["options"] == source.model_dump(mode="json"):
+    made = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if made.get("format") == FORMAT and made.get("options") == source.model_dump(mode="json"):
         console.print(f"reusing synthetic data in {data}", style="dim", markup=False)
         return data
     console.print(f"generating the synthetic data set in {data} ...", markup=False)
@@ -62,10 +64,23 @@ def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
     console.print(
         f"one epoch: {health.delivered} clips in {elapsed:.2f}s ({summary['clips_per_s']} clips/s); {health.line()}"
     )
-    from umt_cli.stages import distill
+    from umt_cli.stages import distill, pretrain
 
     console.print("stage 1: distilling the tiny student from the tiny teacher ...")
     result = distill.run(recipe, out / "runs" / "distill", resume="auto", overrides=overrides)
     summary.update({"distill_steps": result["steps"], "distill_final_loss": result["final_loss"],
                     "student_weights": result["weights"]})  # fmt: skip
+    console.print("stage 2: video-text pre-training from that student, with a tiny random BERT ...")
+    stage2 = [
+        f"data.corpora.clips.annotations={data / 'train.json'}",
+        f"data.corpora.clips.root={data}",
+        f"data.corpora.stills.annotations={data / 'train_images.json'}",
+        f"data.corpora.stills.root={data}",
+        f"text.encoder={data / 'bert'}",
+        f"init.student={result['weights']}",
+    ]
+    recipe2 = load_recipe(resolve_recipe("quickstart/pretrain"), stage2, expect=PretrainRecipe)
+    result2 = pretrain.run(recipe2, out / "runs" / "pretrain", resume="auto", overrides=stage2)
+    summary.update({"pretrain_steps": result2["steps"], "pretrain_final_loss": result2["final_loss"],
+                    "video_text_weights": result2["weights"]})  # fmt: skip
     return summary

@@ -32,7 +32,7 @@ app.add_typer(recipe.app, name="recipe")
 app.command(
     "quickstart",
     cls=Command,
-    short_help="The built-in CPU demo: synthetic data, the data pipeline, a short distillation.",
+    short_help="The built-in CPU demo: synthetic data, the data pipeline, short stage-1 and stage-2 runs.",
 )(quickstart.quickstart)
 
 COMMANDS = ("prepare-data", "distill", "pretrain", "recipe", "quickstart")
