@@ -99,6 +99,23 @@ def tiny_overrides(synthetic_dir: Path) -> list[str]:
     ]
 
 
+@pytest.fixture
+def pretrain_overrides(synthetic_dir: Path) -> list[str]:
+    """The quickstart stage-2 recipe on the synthetic set: 24 video-caption pairs (8 videos x 3 captions) and 16
+    still-caption pairs (8 stills x 2), batch 4 each -> 6 + 4 = 10 steps per epoch; 10 steps, every one logged."""
+    return [
+        f"data.corpora.clips.annotations={synthetic_dir / 'train.json'}",
+        f"data.corpora.clips.root={synthetic_dir}",
+        "data.corpora.clips.batch_size=4",
+        f"data.corpora.stills.annotations={synthetic_dir / 'train_images.json'}",
+        f"data.corpora.stills.root={synthetic_dir}",
+        "data.corpora.stills.batch_size=4",
+        f"text.encoder={synthetic_dir / 'bert'}",
+        "schedule.max_steps=10",
+        "log.every=1",
+    ]
+
+
 MINIMAL_RECIPE = """
 schema_version = 1
 stage = "distill"

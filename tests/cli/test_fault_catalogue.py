@@ -26,6 +26,7 @@ from umt_cli.cli.app import app
 runner = CliRunner()
 
 TINY_RECIPE = "quickstart/distill"
+PRETRAIN_RECIPE = "quickstart/pretrain"
 
 
 # --- injecting file-system failures ----------------------------------------------------------------------------
@@ -125,12 +126,14 @@ def finished_run(tmp_path: Path, tiny_overrides: list[str]) -> Path:
 
 @dataclass(frozen=True)
 class Fault:
-    """One bad input: `make(tmp_path, monkeypatch, tiny_overrides)` sets it up and returns the CLI arguments."""
+    """One bad input: `make(tmp_path, monkeypatch, overrides)` sets it up and returns the CLI arguments; `overrides`
+    is the value of the fixture named `fixture` (the tiny recipe of the command the row runs)."""
 
     name: str
     make: Callable[[Path, pytest.MonkeyPatch, list[str]], list[str]]
     code: int
     culprit: str
+    fixture: str = "tiny_overrides"
 
 
 def _recipe_rows() -> list[Fault]:
@@ -308,13 +311,97 @@ def _truncated_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override
     return distill_args(tmp_path / "run", [*overrides, f"teacher.weights={path}"])
 
 
-ROWS = _recipe_rows() + _prepare_rows() + _distill_rows()
+def pretrain_args(run_dir: Path, overrides: list[str], *extra: str) -> list[str]:
+    return ["pretrain", PRETRAIN_RECIPE, *overrides, "--run-dir", str(run_dir), *extra]
+
+
+def replaced(overrides: list[str], **keys: object) -> list[str]:
+    """`overrides` with these keys (dots written as `__`) given new values: a key may be given only once."""
+    new = {key.replace("__", "."): value for key, value in keys.items()}
+    return [*(o for o in overrides if o.split("=", 1)[0] not in new), *(f"{k}={v}" for k, v in new.items())]
+
+
+def _pretrain_rows() -> list[Fault]:
+    def row(name: str, make: Callable, code: int, culprit: str) -> Fault:
+        return Fault(name, make, code, culprit, fixture="pretrain_overrides")
+
+    return [
+        row("pretrain annotations not UTF-8",
+            lambda t, m, o: _annotations(t, o, b'[{"video": "a.mp4", "caption": "x"},\n {"video": "vid\xe9o.mp4"}]'),
+            1, "ann.json line 2"),
+        row("pretrain annotations missing",
+            lambda t, m, o: pretrain_args(t / "run", replaced(o, data__corpora__clips__annotations=t / "gone.json")),
+            2, "data.corpora.clips.annotations"),
+        row("pretrain annotations are a directory", lambda t, m, o: _annotations(t, o, None), 2,
+            "ann.json is a folder, not an annotation file"),
+        row("pretrain corpora smaller than their batches",
+            lambda t, m, o: pretrain_args(t / "run", replaced(o, data__corpora__clips__batch_size=32,
+                                                              data__corpora__stills__batch_size=32)), 1,
+            "no corpus fills one batch (data.corpora.NAME.batch_size x processes): clips/video has 24 samples"),
+        row("pretrain annotation entry without a caption",
+            lambda t, m, o: _annotations(t, o, b'[{"video": "a.mp4", "caption": "x"}, {"video": "b.mp4"}]'), 1,
+            "ann.json: entry 1 needs `caption`"),
+        row("pretrain annotation entry with video and image",
+            lambda t, m, o: _annotations(t, o, b'{"video": "a.mp4", "image": "a.png", "caption": "x"}\n'), 1,
+            "ann.json: entry 0 needs exactly one of `video` or `image`"),
+        row("pretrain init.student truncated", lambda t, m, o: _truncated_student(t, o, "student.safetensors"), 1,
+            "student.safetensors: not a readable"),
+        row("pretrain init.student truncated (torch.save)", lambda t, m, o: _truncated_student(t, o, "student.pth"),
+            1, "student.pth"),
+        row("pretrain init.student pickled without trust", _pickled_student, 1, "init.trust"),
+        row("pretrain run directory on a read-only file system", _pretrain_run_dir_read_only, 1,
+            "Read-only file system"),
+        row("pretrain full disk during a checkpoint save", _pretrain_checkpoint_full_disk, 1,
+            "No space left on device"),
+        row("pretrain text.encoder folder without config.json", _bert_without_config, 2, "no config.json"),
+    ]  # fmt: skip
+
+
+def _annotations(tmp_path: Path, overrides: list[str], data: bytes | None) -> list[str]:
+    """The clips corpus read from `ann.json` holding `data` (a folder when None)."""
+    path = tmp_path / "ann.json"
+    path.mkdir() if data is None else path.write_bytes(data)
+    return pretrain_args(tmp_path / "run", replaced(overrides, data__corpora__clips__annotations=path))
+
+
+def _truncated_student(tmp_path: Path, overrides: list[str], name: str) -> list[str]:
+    """A stage-1-looking file cut short (an interrupted copy), as safetensors or a `torch.save` archive."""
+    path = _teacher_file(tmp_path, name, {"encoder.blocks.0.attn.q_bias": torch.zeros(64),
+                                          "clip_decoder.0.head.weight": torch.zeros(64, 64)})  # fmt: skip
+    path.write_bytes(path.read_bytes()[:200])
+    return pretrain_args(tmp_path / "run", [*overrides, f"init.student={path}"])
+
+
+def _pickled_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    path = tmp_path / "student.pth"
+    torch.save({"model": {"encoder.blocks.0.attn.q_bias": torch.zeros(1)}, "args": Fault}, path)  # a pickled class
+    return pretrain_args(tmp_path / "run", [*overrides, f"init.student={path}"])
+
+
+def _pretrain_run_dir_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    fail_writes_under(monkeypatch, tmp_path / "ro", errno.EROFS)
+    return pretrain_args(tmp_path / "ro" / "run", replaced(overrides, schedule__max_steps=1))
+
+
+def _pretrain_checkpoint_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    fail_writes_under(monkeypatch, tmp_path / "run" / "checkpoints", errno.ENOSPC, folders=False)
+    return pretrain_args(tmp_path / "run", [*replaced(overrides, schedule__max_steps=2), "checkpoint.every_steps=1"])
+
+
+def _bert_without_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\n", encoding="utf-8")
+    return pretrain_args(tmp_path / "run", replaced(overrides, text__encoder=folder))
+
+
+ROWS = _recipe_rows() + _prepare_rows() + _distill_rows() + _pretrain_rows()
 
 
 @pytest.mark.parametrize("fault", ROWS, ids=[row.name for row in ROWS])
-def test_a_bad_input_ends_in_one_error_line(fault, tmp_path, monkeypatch, tiny_overrides):
+def test_a_bad_input_ends_in_one_error_line(fault, tmp_path, monkeypatch, request):
     monkeypatch.chdir(Path(__file__).parents[2])  # `recipes/k710.toml` resolves from the repository root
-    args = fault.make(tmp_path, monkeypatch, tiny_overrides)
+    args = fault.make(tmp_path, monkeypatch, request.getfixturevalue(fault.fixture))
     result = runner.invoke(app, args)
     monkeypatch.undo()  # the injected failures must not touch pytest's own files
     output = result.output

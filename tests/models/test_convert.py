@@ -141,3 +141,18 @@ def test_load_strict_warns_on_all_zero_qv_biases() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_strict(attn, state, what="trained")
+
+
+def test_a_broken_file_is_not_blamed_on_trust(tmp_path):
+    import io
+
+    from umt_cli.errors import CheckpointError
+    from umt_cli.models.convert import read_checkpoint
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(64)}, buffer)
+    path = tmp_path / "half.pth"
+    path.write_bytes(buffer.getvalue()[:200])  # truncated: trusting it would not make it readable
+    with pytest.raises(CheckpointError, match="half.pth: not a readable checkpoint") as error:
+        read_checkpoint(path, how_to_trust="set init.trust = true")
+    assert "trust" not in str(error.value) + str(error.value.hint or "")

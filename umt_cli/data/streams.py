@@ -130,7 +130,7 @@ def build_streams(
     the same media item; each stream's samples are seeded from the run seed and the stream's name.
 
     Raises:
-        UsageError: An annotation file that does not exist, named by its recipe key.
+        UsageError: An annotation file that does not exist or is a folder, named by its recipe key.
     """
     from umt_cli.data.datasets import ClipLoader, load_annotations
     from umt_cli.data.loaders import build_loader
@@ -152,7 +152,8 @@ def build_streams(
     streams, offset = [], 0
     for name, corpus in data.corpora.items():
         if not corpus.annotations.is_file():
-            raise UsageError(f"data.corpora.{name}.annotations: {corpus.annotations} not found")
+            problem = "is a folder, not an annotation file" if corpus.annotations.is_dir() else "not found"
+            raise UsageError(f"data.corpora.{name}.annotations: {corpus.annotations} {problem}")
         media = load_annotations(corpus.annotations)
         for images in (False, True):
             if not any(entry.is_image == images for entry in media):

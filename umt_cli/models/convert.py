@@ -8,6 +8,7 @@ told from tell-tale keys, and every load is strict: a mismatch raises `Checkpoin
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -80,12 +81,16 @@ def read_checkpoint(path: str | Path, *, trust: bool = False, how_to_trust: str 
         return dict(torch.jit.load(path, map_location="cpu").state_dict())
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError for refused content, RuntimeError/EOFError for broken files
+    except pickle.UnpicklingError as error:  # content weights_only refuses: only trust can open it
         _require_trust(path, trust, _weights_only_refusal(error), how_to_trust)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as unpickling_error:
             raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(unpickling_error)})") from None
+    except Exception as error:  # a broken file (truncated zip, EOFError): trusting it would not help
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {first_line(error)})"
+        ) from None
     return _as_dict(path, obj)
 
 

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from umt_cli import __version__
-from umt_cli.data.streams import StreamBatch, StreamMixer, build_streams
+from umt_cli.data.streams import Stream, StreamBatch, StreamMixer, build_streams
 from umt_cli.data.text import build_tokenizer, tokenize
 from umt_cli.data.transforms import NORMALIZATION
+from umt_cli.errors import CheckpointError, DataError
 from umt_cli.losses.pretrain import PretrainInputs, pretrain_losses
 from umt_cli.masking.build import TokenGrid, build_masker, mask_generators
 from umt_cli.masking.text import mlm_mask
@@ -91,7 +92,10 @@ def build_vision_encoder(recipe: PretrainRecipe, teacher_dim: int) -> VisionEnco
 def _load_stage1(vision: VisionEncoder, path: Path, *, trust: bool) -> None:
     """Our `student.safetensors` or an official stage-1 file (`encoder.*`, `clip_decoder.*`), strictly."""
     stage1 = nn.ModuleDict({"encoder": vision.encoder, "clip_decoder": vision.clip_decoder})  # shares the modules
-    load_stage1_student(stage1, path, trust=trust, how_to_trust="set init.trust = true")
+    try:
+        load_stage1_student(stage1, path, trust=trust, how_to_trust="set init.trust = true")
+    except CheckpointError as error:  # named by its recipe key, as a missing annotation file is
+        raise CheckpointError(f"init.student: {error}", hint=error.hint) from None
 
 
 def build_model(recipe: PretrainRecipe, device: torch.device) -> tuple[VideoTextModel, Teacher]:
@@ -123,6 +127,8 @@ def setup(recipe: PretrainRecipe, session: Session, overrides: list[str]) -> Com
         status_dir=_str(session.decoding_status_dir()),
         pin_memory=recipe.data.pin_memory and acc.device.type == "cuda",
     )
+    accum = recipe.optim.grad_accum  # an optimizer step takes `accum` batches
+    batches = _batches_per_epoch(streams, accum)  # checked before the models are built
     mixer = StreamMixer(streams, seed=recipe.run.seed)
     with session.main_warns():
         model, teacher = build_model(recipe, acc.device)
@@ -130,8 +136,8 @@ def setup(recipe: PretrainRecipe, session: Session, overrides: list[str]) -> Com
     session.seed_process()
     samples = sum(s.steps_per_epoch * s.sampler.global_batch for s in streams)
     plan = plan_steps(
-        mixer.steps_per_epoch(),
-        global_batch=max(1, samples // mixer.steps_per_epoch()),
+        batches // accum,  # the last batches of an epoch may be left over
+        global_batch=samples * accum // batches,
         optim=recipe.optim,
         schedule=recipe.schedule,
     )
@@ -146,6 +152,21 @@ def setup(recipe: PretrainRecipe, session: Session, overrides: list[str]) -> Com
     maskers = {False: build_masker(recipe.masking.video), True: build_masker(recipe.masking.image)}
     grid = TokenGrid(recipe.student.num_frames, side, side)
     return Components(recipe, training, teacher, tokenizer, model.text_encoder.vocab_size, maskers, grid)
+
+
+def _batches_per_epoch(streams: list[Stream], accum: int) -> int:
+    """Batches of all streams in an epoch; `DataError` when they do not fill one optimizer step."""
+    batches = sum(s.steps_per_epoch for s in streams)
+    if batches == 0:
+        sizes = ", ".join(
+            f"{s.name} has {len(s.dataset)} samples for a batch of {s.sampler.global_batch}" for s in streams
+        )
+        raise DataError(f"no corpus fills one batch (data.corpora.NAME.batch_size x processes): {sizes}")
+    if batches < accum:
+        raise DataError(
+            f"the corpora give {batches} batches per epoch, fewer than one step of optim.grad_accum = {accum}"
+        )
+    return batches
 
 
 def step(c: Components, item: StreamBatch, epoch: int) -> StepOutput:
