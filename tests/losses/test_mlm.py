@@ -39,8 +39,22 @@ def test_equals_the_official_flattened_cross_entropy():
     assert torch.equal(expected, F.cross_entropy(logits.view(-1, 50), labels.view(-1)))
 
 
-def test_nothing_selected_is_nan_as_upstream():
-    assert math.isnan(mlm_loss(torch.randn(1, 3, 4), torch.full((1, 3), -100)).item())
+def test_nothing_selected_is_zero_not_upstreams_nan():
+    logits = torch.randn(1, 3, 4, requires_grad=True)
+    loss = mlm_loss(logits, torch.full((1, 3), -100))
+    assert loss.item() == 0.0  # upstream: NaN, which would stop the run (or poison the weights)
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_the_mean_is_bit_identical_to_upstreams_cross_entropy():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 12, 50, generator=generator)
+    labels = torch.randint(50, (4, 12), generator=generator)
+    labels[torch.rand(4, 12, generator=generator) < 0.6] = -100
+    assert torch.equal(
+        mlm_loss(logits, labels), torch.nn.functional.cross_entropy(logits.view(-1, 50), labels.view(-1))
+    )
 
 
 def test_rejects_mismatched_shapes():

@@ -43,3 +43,21 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, ti
     assert "12 clips loaded" in summaries[1]["data"]
     assert output.count("random weights") == 1  # one process speaks for all, in one line
     assert "warnings.warn" not in output and "build_teacher(" not in output
+
+
+def test_pretrain_runs_on_two_processes_with_the_model_forward_under_ddp(tmp_path, pretrain_overrides):
+    # Stage 2 computes its losses in the model's forward, so DDP syncs their gradients; with two processes the same
+    # global batches are drawn (each stream's batch split in two) and every clip is counted once.
+    common = [o for o in pretrain_overrides if "batch_size" not in o and "max_steps" not in o]
+    common += ["schedule.max_steps=4"]
+    single, double = tmp_path / "single", tmp_path / "double"
+    umt = [sys.executable, "-m", "umt_cli", "pretrain", "quickstart/pretrain"]
+    sizes = ["data.corpora.clips.batch_size={}", "data.corpora.stills.batch_size={}"]
+    run([*umt, *common, *(s.format(4) for s in sizes), "--run-dir", str(single)])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", free_port()]
+    run([*torchrun, "-m", "umt_cli", "pretrain", "quickstart/pretrain", *common, *(s.format(2) for s in sizes),
+         "--run-dir", str(double)])  # fmt: skip
+    summaries = [json.loads(Path(folder / "summary.json").read_text()) for folder in (single, double)]
+    assert summaries[0]["data"] == summaries[1]["data"] and summaries[0]["steps"] == summaries[1]["steps"] == 4
+    metrics = [json.loads(line) for line in (double / "metrics.jsonl").read_text().splitlines()]
+    assert all(m[f"loss/{name}"] == m[f"loss/{name}"] for m in metrics for name in ("uta", "vtc", "vtm", "mlm"))

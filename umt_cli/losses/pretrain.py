@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from umt_cli.data.text import TextBatch
 from umt_cli.losses.mlm import mlm_loss
@@ -127,9 +127,17 @@ def pretrain_losses(
         `PretrainLosses`, unweighted.
 
     Raises:
+        TypeError: A `DistributedDataParallel` wrapper instead of the model (see `model`).
         ValueError: Weights that do not name exactly the four losses, or a negative weight; a loss with a
             non-zero weight whose input is missing (UTA: targets and a mask; MLM: the corrupted ids).
     """
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        # DDP syncs gradients only for work done inside its own forward; reaching around it would train each
+        # process on its own gradients without a word.
+        raise TypeError(
+            "pretrain_losses needs the unwrapped VideoTextModel and must run inside the DDP-wrapped module's forward "
+            "(e.g. a module whose forward calls it), so that DDP synchronises the gradients"
+        )
     on = _active(weights)
     _check_inputs(model, inputs, on)
     model.clamp_temperature()  # upstream: first thing in forward, in place, without gradient

@@ -99,6 +99,16 @@ class VideoTextModel(nn.Module):
         self.temp = nn.Parameter(torch.tensor(temp))
         self.itm_head = nn.Linear(text_width, 2)
 
+    def forward(self, inputs: object, **options: object) -> object:
+        """The four stage-2 losses of a batch: `umt_cli.losses.pretrain.pretrain_losses(self, inputs, **options)`.
+
+        Training calls the model itself, so that under data parallelism the whole computation runs inside the
+        wrapper's forward and its gradients are synchronised.
+        """
+        from umt_cli.losses.pretrain import pretrain_losses  # the losses import this module
+
+        return pretrain_losses(self, inputs, **options)  # type: ignore[arg-type]
+
     @torch.no_grad()
     def clamp_temperature(self) -> None:
         """Keep `temp` in `TEMP_RANGE` (in place, as upstream does before every training forward)."""

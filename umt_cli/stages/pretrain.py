@@ -26,7 +26,7 @@ from umt_cli.data.streams import Stream, StreamBatch, StreamMixer, build_streams
 from umt_cli.data.text import build_tokenizer, tokenize
 from umt_cli.data.transforms import NORMALIZATION
 from umt_cli.errors import CheckpointError, DataError
-from umt_cli.losses.pretrain import PretrainInputs, pretrain_losses
+from umt_cli.losses.pretrain import PretrainInputs
 from umt_cli.masking.build import TokenGrid, build_masker, mask_generators
 from umt_cli.masking.text import mlm_mask
 from umt_cli.models.convert import load_stage1_student
@@ -196,14 +196,11 @@ def step(c: Components, item: StreamBatch, epoch: int) -> StepOutput:
     )
     negatives = generator_for(seed, epoch, first, acc.process_index, NEGATIVES_KEY, device=acc.device)
     weights = {"uta": r.loss.uta.weight, "vtc": r.loss.vtc.weight, "vtm": r.loss.vtm.weight, "mlm": r.loss.mlm.weight}
-    with acc.autocast():
-        losses = pretrain_losses(
-            c.training.model, inputs, negatives=negatives, gather=r.loss.vtc.gather, weights=weights
-        )
-    parts = {name: getattr(losses, name) for name in weights if weights[name]}
-    total = sum(weights[name] * value.float() for name, value in parts.items())
-    logged = {f"loss/{name}": value.detach().float() for name, value in parts.items()}
-    return StepOutput(total=total, parts=logged, counts={"mask_fallback_rows": draw.fallback_rows})
+    with acc.autocast():  # the model's forward computes the losses: data parallelism syncs their gradients
+        losses = c.training.model(inputs, negatives=negatives, gather=r.loss.vtc.gather, weights=weights)
+    return StepOutput(
+        total=losses.total(weights), parts=losses.named(), counts={"mask_fallback_rows": draw.fallback_rows}
+    )
 
 
 def _corrupt(c: Components, ids: torch.Tensor, seed: int, epoch: int, first: int) -> Any:
@@ -233,7 +230,10 @@ def run(
     recipe: PretrainRecipe, run_dir: Path, *, resume: str | None = None, overrides: list[str] | None = None
 ) -> dict[str, object]:
     """Train, checkpoint and export the model to `video_text.safetensors`; returns the run summary."""
-    c = setup(recipe, open_session(recipe, run_dir, resume=resume), overrides or [])
+    weights = (recipe.loss.uta.weight, recipe.loss.vtc.weight, recipe.loss.vtm.weight, recipe.loss.mlm.weight)
+    # A loss weighted 0 leaves its heads without gradients, which data parallelism must be told about.
+    session = open_session(recipe, run_dir, resume=resume, unused_parameters=not all(weights))
+    c = setup(recipe, session, overrides or [])
     return fit(c.training, partial(step, c), WeightsExport("video_text.safetensors", _weights_metadata(recipe)))
 
 

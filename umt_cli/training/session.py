@@ -83,14 +83,17 @@ class Session:
         return sampler, loader
 
 
-def open_session(recipe: Any, run_dir: Path, *, resume: str | None) -> Session:
+def open_session(recipe: Any, run_dir: Path, *, resume: str | None, unused_parameters: bool = False) -> Session:
     """The accelerator for `[run]` and `[optim]`; the run directory checked (nothing written yet); the resume point.
+
+    `unused_parameters`: some parameters may get no gradient in a step (stage 2: a loss weighted 0, or a head the
+    batch's media type does not use), which data parallelism must be told about.
 
     Raises:
         UsageError: fp16 without a GPU; a run directory that is a file, or not empty without `--resume`.
         CheckpointError: A resume point that cannot be read.
     """
-    accelerator = _accelerator(recipe.run.precision, recipe.optim.grad_accum)
+    accelerator = _accelerator(recipe.run.precision, recipe.optim.grad_accum, unused_parameters)
     check_run_dir(run_dir, resume)  # every process looks before any process writes
     rank_file = rank_file_name(accelerator.process_index)
     resume_from = ckpt.open_resume_point(
@@ -99,12 +102,15 @@ def open_session(recipe: Any, run_dir: Path, *, resume: str | None) -> Session:
     return Session(recipe, run_dir, accelerator, resume_from)
 
 
-def _accelerator(precision: str, grad_accum: int) -> Accelerator:
+def _accelerator(precision: str, grad_accum: int, unused_parameters: bool) -> Accelerator:
+    from accelerate.utils import DistributedDataParallelKwargs
+
     cuda = torch.cuda.is_available()
     if precision == "fp16" and not cuda:
         raise UsageError("run.precision = 'fp16' needs a GPU", hint="use run.precision=bf16 or run.precision=fp32")
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=grad_accum, cpu=not cuda)
+    ddp = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused_parameters else []
+    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=grad_accum, cpu=not cuda, kwargs_handlers=ddp)
 
 
 @dataclass(frozen=True)
