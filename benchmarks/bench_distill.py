@@ -15,17 +15,14 @@ the reference's work) and the machine's measured fp32 matmul rate.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 
+import side_by_side
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -336,46 +333,23 @@ def reference_setup(folder: str, device: str):
     return lambda video: reference_step(teacher, student, optimizer, video, None, nullcontext)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=None, help="default: 1 on CPU, 16 on GPU")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per round (after one warm-up step)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    batch = args.batch or (1 if args.device == "cpu" else 16)
-    if args.child:
-        print(json.dumps(child(args.child, args.device, args.steps, batch, args.weights)))
-        return
-    results = {"reference": [], "umt": []}
-    with tempfile.TemporaryDirectory() as folder:
-        save_umt_weights(folder)
-        for _ in range(args.rounds):
-            for variant in ("reference", "umt"):
-                command = [sys.executable, __file__, "--child", variant, "--device", args.device, "--steps",
-                           str(args.steps), "--batch", str(batch), "--weights", folder]  # fmt: skip
-                result = subprocess.run(command, capture_output=True, text=True)
-                if result.returncode:
-                    sys.exit(f"{variant} failed:\n{result.stderr[-3000:]}")
-                results[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
-    report(results, args.device, batch)
-
-
 def report(results: dict, device: str, batch: int) -> None:
     median = {v: statistics.median(t for r in rs for t in r["times"]) for v, rs in results.items()}
     rss = {v: max(r["rss_mib"] for r in rs) for v, rs in results.items()}
     flops = step_flops(batch)
     rate = matmul_gflops(device)
     ratio = median["reference"] / median["umt"]
-    print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch {batch}, "
-          f"{FRAMES}x{SIZE}^2, UMT-B/16 + CLIP-B/16, K={K}, mask {RATIO}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch {batch}, "
+        f"{FRAMES}x{SIZE}^2, UMT-B/16 + CLIP-B/16, K={K}, mask {RATIO}"
+    )
     print(f"fp32 matmul (2048^3): {rate:.1f} GFLOP/s; reference step work: {flops / 1e9:.0f} GFLOP")
     for variant in ("reference", "umt"):
         achieved = flops / median[variant] / 1e9
-        print(f"{variant:>9}: median step {median[variant]:.3f} s, {achieved:.1f} GFLOP/s "
-              f"({achieved / rate:.0%} of matmul), peak RSS {rss[variant]:.0f} MiB")  # fmt: skip
+        print(
+            f"{variant:>9}: median step {median[variant]:.3f} s, {achieved:.1f} GFLOP/s "
+            f"({achieved / rate:.0%} of matmul), peak RSS {rss[variant]:.0f} MiB"
+        )
     print(f"speed-up umt vs reference: {ratio:.2f}x")
     if device == "cuda":
         gpu = {v: max(r["gpu_mib"] for r in rs) for v, rs in results.items()}
@@ -385,4 +359,13 @@ def report(results: dict, device: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    side_by_side.main(
+        __file__,
+        __doc__,
+        child=child,
+        save_weights=save_umt_weights,
+        report=report,
+        batch_help="default: 1 on CPU, 16 on GPU",
+        default_batch={"cpu": 1, "cuda": 16},
+        default_steps=3,
+    )

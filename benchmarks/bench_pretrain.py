@@ -21,17 +21,14 @@ rounds; the parent prints median step times, the ratio and peak memory.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 
+import side_by_side
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -343,15 +340,33 @@ def umt_modules():
     from umt_cli.models.video_text import VideoTextModel, VisionEncoder
 
     torch.manual_seed(0)
-    encoder = VideoViT(img_size=SIZE, patch_size=PATCH, num_frames=FRAMES, tubelet=1, dim=768, depth=12,
-                       num_heads=12, drop_path=0.1, align_layers=K)  # fmt: skip
+    encoder = VideoViT(
+        img_size=SIZE,
+        patch_size=PATCH,
+        num_frames=FRAMES,
+        tubelet=1,
+        dim=768,
+        depth=12,
+        num_heads=12,
+        drop_path=0.1,
+        align_layers=K,
+    )
     heads = AlignHeads(num_tokens=encoder.num_tokens, dim=768, out_dim=CT, num_layers=K, eps=1e-5, l2=False)
-    text = TextEncoder(vocab_size=VOCAB, hidden_size=DTXT, num_layers=TEXT_LAYERS, num_heads=12,
-                       intermediate_size=4 * DTXT, fusion_layer=FUSION, encoder_width=768)  # fmt: skip
-    model = VideoTextModel(vision_encoder=VisionEncoder(encoder=encoder, clip_decoder=heads), text_encoder=text,
-                           embed_dim=E)  # fmt: skip
-    teacher = ClipTeacher(input_size=SIZE, patch_size=PATCH, width=768, layers=12, heads=12, output_dim=CT,
-                          return_layers=K)  # fmt: skip
+    text = TextEncoder(
+        vocab_size=VOCAB,
+        hidden_size=DTXT,
+        num_layers=TEXT_LAYERS,
+        num_heads=12,
+        intermediate_size=4 * DTXT,
+        fusion_layer=FUSION,
+        encoder_width=768,
+    )
+    model = VideoTextModel(
+        vision_encoder=VisionEncoder(encoder=encoder, clip_decoder=heads), text_encoder=text, embed_dim=E
+    )
+    teacher = ClipTeacher(
+        input_size=SIZE, patch_size=PATCH, width=768, layers=12, heads=12, output_dim=CT, return_layers=K
+    )
     teacher.init_weights(generator=torch.Generator().manual_seed(1))
     return model, teacher
 
@@ -387,8 +402,15 @@ def umt_setup(weights: str, device: str):
                 visible = attention_masker(grid, RATIOS[kind], cls_attn=cls_attn, generators=generators).visible
                 targets = teacher.targets(encoded, visible)  # (K, B, Nv, Ct)
             batch = TextBatch(*text)
-            mlm = mlm_mask(batch.ids, vocab_size=VOCAB, mask_id=MASK_ID, pad_id=PAD, cls_id=CLS, prob=MLM_PROB,
-                           generator=mlm_generator)  # fmt: skip
+            mlm = mlm_mask(
+                batch.ids,
+                vocab_size=VOCAB,
+                mask_id=MASK_ID,
+                pad_id=PAD,
+                cls_id=CLS,
+                prob=MLM_PROB,
+                generator=mlm_generator,
+            )
             inputs = PretrainInputs(video, visible, targets, batch, mlm, idx)
             losses = pretrain_losses(model, inputs, negatives=negatives, weights=weights_of)
             loss = losses.total(weights_of)
@@ -443,46 +465,23 @@ def save_weights(folder: str) -> None:
     torch.save(teacher.state_dict(), f"{folder}/teacher.pt")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=None, help="per media type; default: 2 on CPU, 32 on GPU")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps of each kind per round (after a warm-up)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    batch = args.batch or (2 if args.device == "cpu" else 32)
-    if args.child:
-        print(json.dumps(child(args.child, args.device, args.steps, batch, args.weights)))
-        return
-    results = {"reference": [], "umt": []}
-    with tempfile.TemporaryDirectory() as folder:
-        save_weights(folder)
-        for _ in range(args.rounds):
-            for variant in ("reference", "umt"):
-                command = [sys.executable, __file__, "--child", variant, "--device", args.device, "--steps",
-                           str(args.steps), "--batch", str(batch), "--weights", folder]  # fmt: skip
-                result = subprocess.run(command, capture_output=True, text=True)
-                if result.returncode:
-                    sys.exit(f"{variant} failed:\n{result.stderr[-3000:]}")
-                results[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
-    report(results, args.device, batch)
-
-
 def report(results: dict, device: str, batch: int) -> None:
     median = {
         v: {kind: statistics.median(t for r in rs for t in r["times"][kind]) for kind in ("video", "image")}
         for v, rs in results.items()
     }
     rss = {v: max(r["rss_mib"] for r in rs) for v, rs in results.items()}
-    print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch {batch} video "
-          f"({FRAMES}x{SIZE}^2, mask {RATIOS['video']}) + {batch} image (mask {RATIOS['image']}); UMT-B/16 K={K} + "
-          f"CLIP-B/16 + BERT-base (fusion {FUSION}), L={TEXT_LEN}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch {batch} video "
+        f"({FRAMES}x{SIZE}^2, mask {RATIOS['video']}) + {batch} image (mask {RATIOS['image']}); UMT-B/16 K={K} + "
+        f"CLIP-B/16 + BERT-base (fusion {FUSION}), L={TEXT_LEN}"
+    )
     for variant in ("reference", "umt"):
         m = median[variant]
-        print(f"{variant:>9}: video {m['video']:.3f} s, image {m['image']:.3f} s, sum {m['video'] + m['image']:.3f} s; "
-              f"peak RSS {rss[variant]:.0f} MiB; first losses {results[variant][0]['losses']}")  # fmt: skip
+        print(
+            f"{variant:>9}: video {m['video']:.3f} s, image {m['image']:.3f} s, sum {m['video'] + m['image']:.3f} s; "
+            f"peak RSS {rss[variant]:.0f} MiB; first losses {results[variant][0]['losses']}"
+        )
     ratios = {kind: median["reference"][kind] / median["umt"][kind] for kind in ("video", "image")}
     total = sum(median["reference"].values()) / sum(median["umt"].values())
     print(f"speed-up umt vs reference: video {ratios['video']:.2f}x, image {ratios['image']:.2f}x, sum {total:.2f}x")
@@ -494,4 +493,13 @@ def report(results: dict, device: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    side_by_side.main(
+        __file__,
+        __doc__,
+        child=child,
+        save_weights=save_weights,
+        report=report,
+        batch_help="per media type; default: 2 on CPU, 32 on GPU",
+        default_batch={"cpu": 2, "cuda": 32},
+        default_steps=2,
+    )

@@ -238,17 +238,29 @@ def test_vtm_fuses_3b_pairs_over_the_visible_tokens_only(monkeypatch):
     seen = []
     fuse = model.text_encoder.fuse
 
-    def spy(hidden, mask, vision, vision_mask=None):
-        seen.append((hidden.shape, vision.clone(), vision_mask))
-        return fuse(hidden, mask, vision, vision_mask)
+    def spy(hidden, mask, vision, vision_mask=None, vision_rows=None):
+        seen.append((hidden.shape, vision.clone(), vision_mask, vision_rows))
+        return fuse(hidden, mask, vision, vision_mask, vision_rows)
 
     monkeypatch.setattr(model.text_encoder, "fuse", spy)
     run(model, x, weights=dict(uta=0.0, vtc=0.0, vtm=1.0, mlm=0.0))
-    (text_shape, vision, vision_mask), = seen  # fmt: skip
+    (text_shape, vision, vision_mask, rows), = seen  # fmt: skip
     nv = FRAMES * KEEP
-    assert text_shape == (3 * B, L, DTXT) and vision.shape == (3 * B, nv, D) and vision_mask is None
+    # each of the B videos' tokens once; the 3B rows pick theirs (positives, negative videos, negative texts)
+    assert text_shape == (3 * B, L, DTXT) and vision.shape == (B, nv, D) and vision_mask is None
     tokens = model.vision_encoder(x.video, x.visible).tokens
-    assert torch.equal(vision[:B], tokens) and torch.equal(vision[2 * B :], tokens)  # positives, negative texts
+    assert torch.equal(vision, tokens)
+    assert torch.equal(rows[:B], torch.arange(B)) and torch.equal(rows[2 * B :], torch.arange(B))
+
+
+def test_vtm_and_mlm_share_one_fusion_pass_with_the_numbers_of_separate_ones():
+    model, x = tiny_model().eval(), batch()  # eval: no dropout, so the two passes compute the same function
+    encoder, tokens = model.text_encoder, model.vision_encoder(x.video, x.visible).tokens  # (B, Nv, D)
+    hidden = encoder.encode_text(x.text.ids, x.text.attention_mask)  # (B, L, Dtxt)
+    rows = torch.tensor([1, 0, 1, 3, 2, 2, 0, 3])  # (2B,) any videos per row, some repeated
+    shared = encoder.fuse(hidden.repeat(2, 1, 1), x.text.attention_mask.repeat(2, 1), tokens, vision_rows=rows)
+    repeated = encoder.fuse(hidden.repeat(2, 1, 1), x.text.attention_mask.repeat(2, 1), tokens[rows])
+    torch.testing.assert_close(shared, repeated, rtol=0, atol=1e-6)
 
 
 def test_hidden_patches_do_not_change_any_loss():

@@ -38,7 +38,7 @@ from umt_cli.data.text import TextBatch
 from umt_cli.losses.mlm import mlm_loss
 from umt_cli.losses.uta import uta_loss
 from umt_cli.losses.vtc import vtc_loss, vtc_similarity
-from umt_cli.losses.vtm import hard_negatives, vtm_loss, vtm_pairs
+from umt_cli.losses.vtm import VtmPairs, hard_negatives, vtm_loss, vtm_pairs
 from umt_cli.masking.text import IGNORE_INDEX, MlmBatch
 from umt_cli.models.video_text import VideoTextModel, VisionOutput
 from umt_cli.utils.dist import GatherMode, gather_no_grad, gather_with_grad
@@ -153,10 +153,14 @@ def pretrain_losses(
         losses["uta"] = _uta(vision, inputs.targets, uta_kind, uta_options or {})
     if "vtc" in on:
         losses["vtc"] = _vtc(vision_proj, text_proj, inputs.idx, model.temp, gather)
-    if "vtm" in on:
-        losses["vtm"] = _vtm(model, vision, text_hidden, vision_proj, text_proj, inputs, negatives)
-    if "mlm" in on:
-        losses["mlm"] = _mlm(model, vision.tokens, inputs.text, inputs.mlm)
+    pairs = _vtm_pairs(model, vision_proj, text_proj, inputs.idx, negatives) if "vtm" in on else None
+    mlm_hidden = model.text_encoder.encode_text(inputs.mlm.ids, inputs.text.attention_mask) if "mlm" in on else None
+    if pairs is not None or mlm_hidden is not None:
+        fused_vtm, fused_mlm = _fuse(model, vision, inputs.text, pairs, text_hidden if pairs else None, mlm_hidden)
+        if fused_vtm is not None:
+            losses["vtm"] = vtm_loss(model.itm_head(fused_vtm[:, 0]))  # logits (3B, 2)
+        if fused_mlm is not None:
+            losses["mlm"] = _mlm(model, fused_mlm, inputs.mlm)
     return PretrainLosses(**losses, computed=tuple(name for name in LOSS_NAMES if name in on))
 
 
@@ -203,34 +207,49 @@ def _vtc(vision_proj: Tensor, text_proj: Tensor, idx: Tensor, temp: Tensor, gath
         return vtc_loss(vision_all.float(), text_all.float(), idx_all, temp)
 
 
-def _vtm(
-    model: VideoTextModel,
-    vision: VisionOutput,
-    text_hidden: Tensor,
-    vision_proj: Tensor,
-    text_proj: Tensor,
-    inputs: PretrainInputs,
-    negatives: torch.Generator,
-) -> Tensor:
-    """VTM on the local batch: hard negatives, the 3B fused pairs over the visible vision tokens, `itm_head`."""
+def _vtm_pairs(
+    model: VideoTextModel, vision_proj: Tensor, text_proj: Tensor, idx: Tensor, negatives: torch.Generator
+) -> VtmPairs:
+    """VTM's 3B (video, text) rows on the local batch: similarities without gradient, one hard negative each way."""
     with torch.no_grad(), _full_precision(vision_proj):
         sim_v2t, sim_t2v = vtc_similarity(vision_proj.float(), text_proj.float(), model.temp)  # (B, B) each
-    pairs = vtm_pairs(hard_negatives(sim_v2t, sim_t2v, inputs.idx, generator=negatives))  # (3B,) rows each
-    mask = inputs.text.attention_mask
-    # indexing gives upstream's cat([pos, neg videos, neg texts]) values; the vision mask is all ones (None)
-    vision_all = vision.tokens[pairs.video]  # (3B, Nv, D)
-    fused = model.text_encoder.fuse(text_hidden[pairs.text], mask[pairs.text], vision_all)  # (3B, L, Dtxt)
-    return vtm_loss(model.itm_head(fused[:, 0]))  # logits (3B, 2)
+    return vtm_pairs(hard_negatives(sim_v2t, sim_t2v, idx, generator=negatives))  # (3B,) rows each
 
 
-def _mlm(model: VideoTextModel, vision_tokens: Tensor, text: TextBatch, mlm: MlmBatch) -> Tensor:
-    """MLM: text-only pass on the corrupted ids -> fusion over the vision tokens (B, Nv, D) -> head -> loss.
+def _fuse(
+    model: VideoTextModel,
+    vision: VisionOutput,
+    text: TextBatch,
+    pairs: VtmPairs | None,
+    text_hidden: Tensor | None,
+    mlm_hidden: Tensor | None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """One fusion pass for VTM's 3B pairs (upstream's order: positives, negative videos, negative texts) and MLM's
+    B corrupted captions, over the visible vision tokens with an all-ones mask. Each of the B videos' keys and values
+    is projected once per layer instead of once per row (4B); the rows' outputs are the same.
+
+    Returns:
+        (3B, L, Dtxt) VTM rows and (B, L, Dtxt) MLM rows, each None when its loss is off.
+    """
+    hidden, masks, rows = [], [], []
+    if pairs is not None:
+        hidden.append(text_hidden[pairs.text])  # (3B, L, Dtxt)
+        masks.append(text.attention_mask[pairs.text])
+        rows.append(pairs.video)
+    if mlm_hidden is not None:
+        hidden.append(mlm_hidden)  # (B, L, Dtxt)
+        masks.append(text.attention_mask)
+        rows.append(torch.arange(len(mlm_hidden), device=mlm_hidden.device))
+    fused = model.text_encoder.fuse(torch.cat(hidden), torch.cat(masks), vision.tokens, vision_rows=torch.cat(rows))
+    vtm_rows = 0 if pairs is None else len(pairs.video)
+    return (fused[:vtm_rows] if pairs is not None else None), (fused[vtm_rows:] if mlm_hidden is not None else None)
+
+
+def _mlm(model: VideoTextModel, fused: Tensor, mlm: MlmBatch) -> Tensor:
+    """MLM from the fused corrupted captions (B, L, Dtxt): the head and the loss at the selected positions.
 
     The head (dense, GELU, LayerNorm, tied decoder) runs on the M selected positions only, (M, Dtxt) -> (M, V): it is
     row-wise, so those logits are the full head's, and the cross-entropy is the mean over the same positions."""
-    encoder = model.text_encoder
-    hidden = encoder.encode_text(mlm.ids, text.attention_mask)  # (B, L, Dtxt)
-    fused = encoder.fuse(hidden, text.attention_mask, vision_tokens)  # (B, L, Dtxt)
     selected = mlm.labels != IGNORE_INDEX  # (B, L)
-    logits = encoder.mlm_logits(fused[selected])  # (M, V)
+    logits = model.text_encoder.mlm_logits(fused[selected])  # (M, V)
     return mlm_loss(logits.unsqueeze(0), mlm.labels[selected].unsqueeze(0))

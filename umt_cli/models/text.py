@@ -83,12 +83,17 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(kv_dim, dim)
         self.value = nn.Linear(kv_dim, dim)
 
-    def forward(self, x: Tensor, memory: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, bias: Tensor | None, rows: Tensor | None = None) -> Tensor:
         """Attend from `x` (B, L, Dtxt) over `memory` (B, S, kv_dim) with an additive `bias` (B, 1, 1, S) or None;
-        returns the context (B, L, Dtxt). softmax(QKᵀ/√d + bias)·V, dropout on the probabilities while training."""
+        returns the context (B, L, Dtxt). softmax(QKᵀ/√d + bias)·V, dropout on the probabilities while training.
+
+        `rows` (B,): row b attends over `memory[rows[b]]` of a (M, S, kv_dim) memory, so memories shared by several
+        rows (VTM's pairs, MLM) are projected to keys and values once."""
         q = self._heads(self.query(x))  # (B, h, L, d)
-        k = self._heads(self.key(memory))  # (B, h, S, d)
-        v = self._heads(self.value(memory))  # (B, h, S, d)
+        k = self._heads(self.key(memory))  # (M, h, S, d)
+        v = self._heads(self.value(memory))  # (M, h, S, d)
+        if rows is not None:
+            k, v = k[rows], v[rows]  # (B, h, S, d)
         p = self.dropout if self.training else 0.0
         # SDPA equals the explicit softmax form to float32 rounding (tests/models/test_text.py checks it).
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)  # (B, h, L, d)
@@ -123,9 +128,9 @@ class Attention(nn.Module):
         self.self = SelfAttention(dim=dim, kv_dim=kv_dim, num_heads=num_heads, dropout=attention_dropout)
         self.output = ResidualNorm(in_dim=dim, dim=dim, eps=eps, dropout=dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, bias: Tensor | None) -> Tensor:
-        """(B, L, Dtxt) over (B, S, kv_dim) -> (B, L, Dtxt)."""
-        return self.output(self.self(x, memory, bias), x)
+    def forward(self, x: Tensor, memory: Tensor, bias: Tensor | None, rows: Tensor | None = None) -> Tensor:
+        """(B, L, Dtxt) over (B, S, kv_dim) (or (M, S, kv_dim) picked by `rows`) -> (B, L, Dtxt)."""
+        return self.output(self.self(x, memory, bias, rows), x)
 
 
 class Intermediate(nn.Module):
@@ -163,13 +168,16 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(dim=dim, hidden=intermediate)
         self.output = ResidualNorm(in_dim=intermediate, dim=dim, eps=eps, dropout=dropout)
 
-    def forward(self, x: Tensor, bias: Tensor, vision: Tensor | None, vision_bias: Tensor | None) -> Tensor:
-        """(B, L, Dtxt) with text bias (B, 1, 1, L); vision (B, Nv, D) and its bias for a fusion layer."""
+    def forward(
+        self, x: Tensor, bias: Tensor, vision: Tensor | None, vision_bias: Tensor | None, rows: Tensor | None = None
+    ) -> Tensor:
+        """(B, L, Dtxt) with text bias (B, 1, 1, L); vision (B, Nv, D) (or (M, Nv, D) picked by `rows`) and its bias
+        for a fusion layer."""
         x = self.attention(x, x, bias)  # (B, L, Dtxt)
         if self.has_cross_attention:
             if vision is None:
                 raise ValueError("a fusion layer needs the vision tokens")
-            x = self.crossattention(x, vision, vision_bias)  # (B, L, Dtxt)
+            x = self.crossattention(x, vision, vision_bias, rows)  # (B, L, Dtxt)
         return self.output(self.intermediate(x), x)  # (B, L, Dtxt)
 
 
@@ -371,14 +379,24 @@ class TextEncoder(nn.Module):
         bias = _attention_bias(attention_mask, TEXT_MASK_VALUE, hidden.dtype)  # (B, 1, 1, L)
         return self._run(range(self.fusion_layer), hidden, bias, None, None)
 
-    def fuse(self, hidden: Tensor, attention_mask: Tensor, vision: Tensor, vision_mask: Tensor | None = None) -> Tensor:
+    def fuse(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor,
+        vision: Tensor,
+        vision_mask: Tensor | None = None,
+        vision_rows: Tensor | None = None,
+    ) -> Tensor:
         """Fusion mode: layers [fusion_layer, depth), each self-attention -> cross-attention -> feed-forward.
 
         Args:
             hidden: (B, L, Dtxt) the text-mode output.
             attention_mask: (B, L) 1 = token, 0 = padding.
-            vision: (B, Nv, D) the vision tokens (keys and values of the cross-attention).
-            vision_mask: (B, Nv) 1 = attend; None = all ones (what upstream always passes).
+            vision: (B, Nv, D) the vision tokens (keys and values of the cross-attention); with `vision_rows`,
+                (M, Nv, D) distinct token sets.
+            vision_mask: (B, Nv) (or (M, Nv)) 1 = attend; None = all ones (what upstream always passes).
+            vision_rows: (B,) long: text row b attends to `vision[vision_rows[b]]`, whose keys and values are
+                computed once however many rows share it (the same numbers as repeating the tokens, less work).
 
         Returns:
             (B, L, Dtxt); the MLM head and the VTM head read it.
@@ -389,7 +407,9 @@ class TextEncoder(nn.Module):
         # An all-ones mask adds zeros, so no mask gives the same numbers; a partial one uses the dtype's minimum.
         min_value = torch.finfo(hidden.dtype).min
         vision_bias = None if vision_mask is None else _attention_bias(vision_mask, min_value, hidden.dtype)
-        return self._run(range(self.fusion_layer, self.num_layers), hidden, bias, vision, vision_bias)
+        if vision_bias is not None and vision_rows is not None:
+            vision_bias = vision_bias[vision_rows]  # (B, 1, 1, Nv)
+        return self._run(range(self.fusion_layer, self.num_layers), hidden, bias, vision, vision_bias, vision_rows)
 
     def mlm_logits(self, hidden: Tensor) -> Tensor:
         """The MLM head: (B, L, Dtxt) -> (B, L, V) logits (dense -> GELU -> LayerNorm -> tied decoder + bias)."""
@@ -398,13 +418,19 @@ class TextEncoder(nn.Module):
         return self.cls.predictions(hidden)
 
     def _run(
-        self, indices: range, x: Tensor, bias: Tensor, vision: Tensor | None, vision_bias: Tensor | None
+        self,
+        indices: range,
+        x: Tensor,
+        bias: Tensor,
+        vision: Tensor | None,
+        vision_bias: Tensor | None,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """Run layers `indices` in order; recompute them in backward when `gradient_checkpointing` is on."""
         for j in indices:
             layer = self.bert.encoder.layer[j]
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(layer, x, bias, vision, vision_bias, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, bias, vision, vision_bias, rows, use_reentrant=False)
             else:
-                x = layer(x, bias, vision, vision_bias)  # (B, L, Dtxt)
+                x = layer(x, bias, vision, vision_bias, rows)  # (B, L, Dtxt)
         return x
