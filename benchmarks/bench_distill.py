@@ -148,8 +148,11 @@ class RefResidualBlock(nn.Module):
 class RefTeacher(nn.Module):
     """The official clip.py computation with OpenAI key names (conv1 as a 1-frame Conv3d)."""
 
-    def __init__(self, width: int = 768, layers: int = 12, heads: int = 12, out_dim: int = 512) -> None:
+    def __init__(
+        self, width: int = 768, layers: int = 12, heads: int = 12, out_dim: int = 512, normalize: bool = True
+    ) -> None:
         super().__init__()
+        self.normalize = normalize  # stage 1 l2-normalises the targets; stage 2 leaves that to the loss
         grid = SIZE // PATCH
         self.conv1 = nn.Conv3d(3, width, (1, PATCH, PATCH), (1, PATCH, PATCH), bias=False)
         self.class_embedding = nn.Parameter(torch.randn(width) * width**-0.5)
@@ -175,7 +178,7 @@ class RefTeacher(nn.Module):
                 taps.append(x)
         x = self.ln_post(torch.stack(taps)[:, 1:])  # (K, HW, NT, C): every token
         x = x.view(K, h * w, n, t, c).permute(0, 2, 3, 1, 4).reshape(K, n, t * h * w, c) @ self.proj
-        return x / x.norm(dim=-1, keepdim=True), attn[:, 0, 1:]
+        return (x / x.norm(dim=-1, keepdim=True) if self.normalize else x), attn[:, 0, 1:]
 
 
 def reference_step(teacher, student, optimizer, video, scaler=None, autocast=None):

@@ -32,7 +32,7 @@ import side_by_side
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from bench_distill import RefBlock, RefLayerNorm, RefResidualBlock, sinusoid, sync
+from bench_distill import RefBlock, RefTeacher, sinusoid, sync
 
 FRAMES, SIZE, PATCH, K, CT = 4, 224, 16, 6, 512
 GRID = SIZE // PATCH  # 14
@@ -84,38 +84,6 @@ class RefVision(nn.Module):
         full = taps + pos.unsqueeze(0).repeat(K, 1, 1, 1)
         aligned = torch.stack([head.norm(head.head(full[i])) for i, head in enumerate(self.clip_decoder)])
         return x_vis, self.pool_norm(x_vis.mean(1, keepdim=True)), aligned
-
-
-class RefTeacher(nn.Module):
-    """The official stage-2 clip.py: every token through every block, un-normalised `ln_post(x) @ proj` targets."""
-
-    def __init__(self, width: int = 768, layers: int = 12, heads: int = 12) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv3d(3, width, (1, PATCH, PATCH), (1, PATCH, PATCH), bias=False)
-        self.class_embedding = nn.Parameter(torch.zeros(width))
-        self.positional_embedding = nn.Parameter(torch.zeros(GRID * GRID + 1, width))
-        self.ln_pre, self.ln_post = RefLayerNorm(width), RefLayerNorm(width)
-        self.transformer = nn.Module()
-        self.transformer.resblocks = nn.ModuleList(RefResidualBlock(width, heads) for _ in range(layers))
-        self.proj = nn.Parameter(torch.zeros(width, CT))
-        self.taps = [layers - 1 - i for i in range(K)]
-
-    def forward(self, video: torch.Tensor):
-        x = self.conv1(video)
-        n, c, t, h, w = x.shape
-        x = x.permute(0, 2, 3, 4, 1).reshape(n * t, h * w, c)
-        cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, c, dtype=x.dtype, device=x.device)
-        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)).permute(1, 0, 2)
-        taps, attn = [], None
-        for i, block in enumerate(self.transformer.resblocks):
-            last = i == len(self.transformer.resblocks) - 1
-            x, weights = block(x, need_weights=last)
-            attn = weights if last else attn
-            if i in self.taps:
-                taps.append(x)
-        x = self.ln_post(torch.stack(taps)[:, 1:])  # (K, HW, NT, C): every token
-        x = x.view(K, h * w, n, t, c).permute(0, 2, 3, 1, 4).reshape(K, n, t * h * w, c) @ self.proj
-        return x, attn[:, 0, 1:]
 
 
 class RefSelfAttention(nn.Module):
@@ -303,7 +271,7 @@ def reference_losses(teacher, model, video, ids, mask, idx):
 
 def reference_setup(weights: str, device: str):
     state = torch.load(f"{weights}/model.pt", weights_only=True)
-    model, teacher = RefModel(), RefTeacher()
+    model, teacher = RefModel(), RefTeacher(normalize=False)  # official stage 2: un-normalised targets
     model.load_state_dict(state)
     teacher.load_state_dict(torch.load(f"{weights}/teacher.pt", weights_only=True))
     model.to(device).train()
