@@ -15,10 +15,8 @@ the reference's work) and the machine's measured fp32 matmul rate.
 
 from __future__ import annotations
 
-import math
 import resource
 import statistics
-import sys
 import time
 from collections import OrderedDict
 
@@ -354,11 +352,7 @@ def report(results: dict, device: str, batch: int) -> None:
             f"({achieved / rate:.0%} of matmul), peak RSS {rss[variant]:.0f} MiB"
         )
     print(f"speed-up umt vs reference: {ratio:.2f}x")
-    if device == "cuda":
-        gpu = {v: max(r["gpu_mib"] for r in rs) for v, rs in results.items()}
-        print(f"peak GPU memory: reference {gpu['reference']:.0f} MiB, umt {gpu['umt']:.0f} MiB")
-    if not math.isfinite(ratio):
-        sys.exit(1)
+    side_by_side.gpu_memory_and_exit_code(results, device, ratio)
 
 
 if __name__ == "__main__":

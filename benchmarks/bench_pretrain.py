@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import resource
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 
@@ -453,11 +452,7 @@ def report(results: dict, device: str, batch: int) -> None:
     ratios = {kind: median["reference"][kind] / median["umt"][kind] for kind in ("video", "image")}
     total = sum(median["reference"].values()) / sum(median["umt"].values())
     print(f"speed-up umt vs reference: video {ratios['video']:.2f}x, image {ratios['image']:.2f}x, sum {total:.2f}x")
-    if device == "cuda":
-        gpu = {v: max(r["gpu_mib"] for r in rs) for v, rs in results.items()}
-        print(f"peak GPU memory: reference {gpu['reference']:.0f} MiB, umt {gpu['umt']:.0f} MiB")
-    if not math.isfinite(total):
-        sys.exit(1)
+    side_by_side.gpu_memory_and_exit_code(results, device, total)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,14 @@ def main(
                     sys.exit(f"{variant} failed:\n{result.stderr[-3000:]}")
                 results[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
     report(results, args.device, batch)
+
+
+def gpu_memory_and_exit_code(results: dict, device: str, ratio: float) -> None:
+    """Print both variants' peak GPU memory (on CUDA) and exit non-zero when the speed-up is not a number."""
+    import math
+
+    if device == "cuda":
+        gpu = {v: max(r["gpu_mib"] for r in rs) for v, rs in results.items()}
+        print(f"peak GPU memory: reference {gpu['reference']:.0f} MiB, umt {gpu['umt']:.0f} MiB")
+    if not math.isfinite(ratio):
+        sys.exit(1)
