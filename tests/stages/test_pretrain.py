@@ -246,3 +246,15 @@ def test_a_missing_bert_folder_fails_at_once_offline(tmp_path, pretrain_override
     assert "Traceback" not in result.output
     assert elapsed < 30  # a path is never asked of the hub, whose retries would take minutes
     assert not run_dir.exists()
+
+
+def test_text_checkpointing_reaches_the_encoder(synthetic_dir, pretrain_overrides):
+    from umt_cli.recipe import PretrainRecipe, load_recipe
+    from umt_cli.recipe.catalog import resolve_recipe
+    from umt_cli.stages.pretrain import build_model
+
+    for flag in (False, True):
+        overrides = [*pretrain_overrides, f"text.checkpointing={str(flag).lower()}"]
+        recipe = load_recipe(resolve_recipe("quickstart/pretrain"), overrides, expect=PretrainRecipe)
+        model, _ = build_model(recipe, torch.device("cpu"))
+        assert model.text_encoder.gradient_checkpointing is flag

@@ -359,6 +359,9 @@ class TextSection(Section):
     """Tokens per caption, `[CLS]` included (longer captions are truncated)."""
     add_sep: bool = False
     """End captions with `[SEP]` (the stock BERT form); off = `[CLS] X` as the official tokeniser does."""
+    checkpointing: bool = False
+    """Recompute the text layers' activations in the backward pass (saves memory, costs time; the official stage-2
+    recipes turn it on)."""
 
 
 class VideoTextSection(Section):

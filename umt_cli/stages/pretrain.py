@@ -112,6 +112,7 @@ def build_model(recipe: PretrainRecipe, device: torch.device) -> tuple[VideoText
     text = build_text_encoder(
         t.encoder, fusion_layer=t.fusion_layer, encoder_width=vision.encoder.norm.weight.shape[0], random=t.random
     )
+    text.gradient_checkpointing = t.checkpointing
     return VideoTextModel(
         vision_encoder=vision, text_encoder=text, embed_dim=recipe.model.embed_dim, temp=recipe.model.temp
     ), teacher
