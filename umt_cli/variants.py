@@ -44,8 +44,7 @@ class TeacherSpec:
 def _clip(name: str) -> TeacherSpec:
     geometry = dict(TEACHER_GEOMETRY[name])
     common = {key: geometry.pop(key) for key in ("patch_size", "layers", "input_size")}
-    return TeacherSpec("umt_cli.models.clip:build_clip_teacher", shape={**geometry, "layers": common["layers"]},
-                       **common)  # fmt: skip
+    return TeacherSpec("umt_cli.models.clip:build_clip_teacher", shape=geometry, **common)
 
 
 STUDENT_PRESETS = Registry("student.preset", STUDENT_GEOMETRY)

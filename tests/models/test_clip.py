@@ -166,7 +166,7 @@ def stored_tiny14(seed: int) -> dict[str, torch.Tensor]:
 
 def _shape(arch: str) -> dict[str, int]:
     spec = TEACHERS[arch]
-    return {"patch_size": spec.patch_size, **spec.shape}
+    return {"patch_size": spec.patch_size, "layers": spec.layers, **spec.shape}
 
 
 def test_l_style_resize_and_positional_interpolation(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ class ClipLoader:
     short_side: int | None = None
     timeout_s: float = 30.0
     min_frames: int = 1
-    status_dir: str | None = None
+    status_dir: str | Path | None = None
 
     def video(self, path: Path, generator: torch.Generator) -> np.ndarray:
         """uint8 (T, H, W, C) frames of a video."""
@@ -271,7 +271,7 @@ def list_root(list_file: str | Path, root: str | Path | None) -> Path:
     return Path(text)
 
 
-def build_train_dataset(recipe: object, *, status_dir: str | None = None) -> VideoListDataset:
+def build_train_dataset(recipe: object, *, status_dir: str | Path | None = None) -> VideoListDataset:
     """The training clips of a distill recipe (`[data]`, `[decode]`, `[sampling]`, `[augment]`, `[student]`)."""
     from umt_cli.data.sampling import build_frame_sampler
     from umt_cli.data.transforms import build_train_transform

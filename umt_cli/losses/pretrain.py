@@ -144,6 +144,7 @@ def pretrain_losses(
     vision = model.vision_encoder(inputs.video, inputs.visible, per_frame=per_frame)
     zero = vision.tokens.new_zeros((), dtype=torch.float32)
     losses = dict.fromkeys(LOSS_NAMES, zero)
+    text_hidden = None  # the captions' text-only pass: VTC and VTM read it
     if "vtc" in on or "vtm" in on:
         text = inputs.text
         text_hidden = model.text_encoder.encode_text(text.ids, text.attention_mask)  # (B, L, Dtxt)
@@ -156,7 +157,7 @@ def pretrain_losses(
     pairs = _vtm_pairs(model, vision_proj, text_proj, inputs.idx, negatives) if "vtm" in on else None
     mlm_hidden = model.text_encoder.encode_text(inputs.mlm.ids, inputs.text.attention_mask) if "mlm" in on else None
     if pairs is not None or mlm_hidden is not None:
-        fused_vtm, fused_mlm = _fuse(model, vision, inputs.text, pairs, text_hidden if pairs else None, mlm_hidden)
+        fused_vtm, fused_mlm = _fuse(model, vision, inputs.text, pairs, text_hidden, mlm_hidden)
         if fused_vtm is not None:
             losses["vtm"] = vtm_loss(model.itm_head(fused_vtm[:, 0]))  # logits (3B, 2)
         if fused_mlm is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "tube_masker",
     "random_masker",
     "build_masker",
+    "build_token_grid",
     "mask_generators",
 ]
 
@@ -102,6 +103,15 @@ def build_masker(masking: object) -> Callable[..., MaskDraw]:
     from umt_cli.variants import MASKERS
 
     return partial(MASKERS.resolve(masking.kind), mask_ratio=masking.mask_ratio)  # type: ignore[attr-defined]
+
+
+def build_token_grid(student: object) -> TokenGrid:
+    """The token grid masks are drawn on for a recipe's `[student]`: its frames, and its side / its preset's patch
+    (the image teacher's grid too, as the recipe checks)."""
+    from umt_cli.variants import STUDENT_PRESETS
+
+    side = student.img_size // STUDENT_PRESETS[student.preset]["patch_size"]  # type: ignore[attr-defined]
+    return TokenGrid(student.num_frames, side, side)  # type: ignore[attr-defined]
 
 
 def mask_generators(seed: int, epoch: int, indices: Tensor, device: torch.device) -> list[torch.Generator]:

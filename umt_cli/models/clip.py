@@ -498,6 +498,7 @@ def build_clip_teacher(
     teacher = ClipTeacher(
         input_size=section.input_size or spec.input_size,
         patch_size=spec.patch_size,
+        layers=spec.layers,
         return_layers=return_layers,
         source_stats=student_stats,
         input_stats=NORMALIZATION[section.input_norm],

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from umt_cli.data.transforms import Normalization
 
-__all__ = ["TeacherPass", "Teacher", "build_teacher"]
+__all__ = ["TeacherPass", "Teacher", "build_teacher", "build_recipe_teacher"]
 
 
 class TeacherPass(Protocol):
@@ -72,3 +72,21 @@ def build_teacher(section: Any, *, return_layers: int, student_stats: Normalizat
     spec = TEACHERS[TEACHERS.check(section.arch)]
     builder = load_target(spec.builder)
     return builder(section, spec, return_layers=return_layers, student_stats=student_stats, seed=seed)
+
+
+TEACHER_SEED_KEY = 0x7EAC
+"""Extra seed key of a random teacher's init (tests), apart from every other use of the run seed."""
+
+
+def build_recipe_teacher(recipe: Any) -> Teacher:
+    """The teacher of a training recipe: `[teacher]`, targets for the student's last `student.align_layers` layers,
+    converting from `augment.normalize`; a random init (tests) is seeded from `run.seed`."""
+    from umt_cli.data.transforms import NORMALIZATION
+    from umt_cli.utils.seed import derive_seed
+
+    return build_teacher(
+        recipe.teacher,
+        return_layers=recipe.student.align_layers,
+        student_stats=NORMALIZATION[recipe.augment.normalize],
+        seed=derive_seed(recipe.run.seed, TEACHER_SEED_KEY),
+    )

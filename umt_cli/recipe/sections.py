@@ -434,6 +434,10 @@ class PretrainLoss(Section):
     mlm: MlmSection = MlmSection()
     """Masked language modelling."""
 
+    def weights(self) -> dict[str, float]:
+        """Each loss's weight by name (`uta`, `vtc`, `vtm`, `mlm`), as `umt_cli.losses.pretrain` takes them."""
+        return {"uta": self.uta.weight, "vtc": self.vtc.weight, "vtm": self.vtm.weight, "mlm": self.mlm.weight}
+
 
 class FloorCosineSchedule(Section):
     """Stage-2 schedule (official): linear warm-up from 0, then cosine to 0, the learning rate never below

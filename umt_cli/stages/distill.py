@@ -22,18 +22,15 @@ import torch
 from umt_cli import __version__
 from umt_cli.data.datasets import build_train_dataset
 from umt_cli.data.loaders import ClipBatch
-from umt_cli.data.transforms import NORMALIZATION
 from umt_cli.losses.uta import uta_loss
-from umt_cli.masking.build import MaskDraw, TokenGrid, build_masker, mask_generators
+from umt_cli.masking.build import MaskDraw, TokenGrid, build_masker, build_token_grid, mask_generators
 from umt_cli.models.student import build_distill_student
-from umt_cli.models.teacher import Teacher, build_teacher
+from umt_cli.models.teacher import Teacher, build_recipe_teacher
 from umt_cli.recipe import DistillRecipe
 from umt_cli.training.loop import StepOutput, WeightsExport, fit
 from umt_cli.training.plan import make_plan
 from umt_cli.training.session import Run, Session, assemble, open_session
 from umt_cli.utils.optim import build_adamw
-from umt_cli.utils.seed import derive_seed
-from umt_cli.variants import STUDENT_PRESETS
 
 __all__ = ["Components", "setup", "step", "run", "build_models"]
 
@@ -52,13 +49,8 @@ class Components:
 
 def build_models(recipe: DistillRecipe, device: torch.device) -> tuple[torch.nn.Module, Teacher]:
     """The trainable student (identical initial weights on every process) and the frozen teacher on `device`."""
-    s, t = recipe.student, recipe.teacher
-    teacher = build_teacher(
-        t,
-        return_layers=s.align_layers,
-        student_stats=NORMALIZATION[recipe.augment.normalize],
-        seed=derive_seed(recipe.run.seed, 0x7EAC),
-    ).to(device)
+    s = recipe.student
+    teacher = build_recipe_teacher(recipe).to(device)
     torch.manual_seed(recipe.run.seed)
     student = build_distill_student(
         s.preset,
@@ -92,9 +84,7 @@ def setup(recipe: DistillRecipe, session: Session, overrides: list[str]) -> Comp
     training = assemble(
         session, model=student, optimizer=optimizer, sampler=sampler, loader=loader, plan=plan, overrides=overrides
     )
-    side = recipe.student.img_size // STUDENT_PRESETS[recipe.student.preset]["patch_size"]
-    grid = TokenGrid(recipe.student.num_frames, side, side)
-    return Components(recipe, training, teacher, build_masker(recipe.masking), grid)
+    return Components(recipe, training, teacher, build_masker(recipe.masking), build_token_grid(recipe.student))
 
 
 def step(c: Components, batch: ClipBatch, epoch: int) -> StepOutput:

@@ -24,15 +24,14 @@ from torch import nn
 from umt_cli import __version__
 from umt_cli.data.streams import Stream, StreamBatch, StreamMixer, build_streams
 from umt_cli.data.text import build_tokenizer, tokenize
-from umt_cli.data.transforms import NORMALIZATION
 from umt_cli.errors import CheckpointError, DataError
 from umt_cli.losses.pretrain import PretrainInputs
-from umt_cli.masking.build import TokenGrid, build_masker, mask_generators
+from umt_cli.masking.build import TokenGrid, build_masker, build_token_grid, mask_generators
 from umt_cli.masking.text import mlm_mask
 from umt_cli.models.convert import load_stage1_student
 from umt_cli.models.heads import AlignHeads
 from umt_cli.models.student import VideoViT
-from umt_cli.models.teacher import Teacher, build_teacher
+from umt_cli.models.teacher import Teacher, build_recipe_teacher
 from umt_cli.models.text_loading import build_text_encoder
 from umt_cli.models.video_text import VideoTextModel, VisionEncoder
 from umt_cli.recipe import PretrainRecipe
@@ -41,7 +40,7 @@ from umt_cli.training.plan import plan_steps
 from umt_cli.training.session import Run, Session, assemble, open_session
 from umt_cli.utils.files import sha256_file
 from umt_cli.utils.optim import build_adamw
-from umt_cli.utils.seed import derive_seed, generator_for
+from umt_cli.utils.seed import generator_for
 from umt_cli.variants import STUDENT_PRESETS
 
 __all__ = ["Components", "build_model", "setup", "step", "run"]
@@ -100,12 +99,7 @@ def _load_stage1(vision: VisionEncoder, path: Path, *, trust: bool) -> None:
 
 def build_model(recipe: PretrainRecipe, device: torch.device) -> tuple[VideoTextModel, Teacher]:
     """The trainable video-text model (identical on every process) and the frozen teacher on `device`."""
-    teacher = build_teacher(
-        recipe.teacher,
-        return_layers=recipe.student.align_layers,
-        student_stats=NORMALIZATION[recipe.augment.normalize],
-        seed=derive_seed(recipe.run.seed, 0x7EAC),
-    ).to(device)
+    teacher = build_recipe_teacher(recipe).to(device)
     torch.manual_seed(recipe.run.seed)
     vision = build_vision_encoder(recipe, teacher.output_dim)
     t = recipe.text
@@ -125,7 +119,7 @@ def setup(recipe: PretrainRecipe, session: Session, overrides: list[str]) -> Com
         recipe,
         rank=acc.process_index,
         world_size=acc.num_processes,
-        status_dir=_str(session.decoding_status_dir()),
+        status_dir=session.decoding_status_dir(),
         pin_memory=recipe.data.pin_memory and acc.device.type == "cuda",
     )
     accum = recipe.optim.grad_accum  # an optimizer step takes `accum` batches
@@ -149,9 +143,8 @@ def setup(recipe: PretrainRecipe, session: Session, overrides: list[str]) -> Com
     training = assemble(
         session, model=model, optimizer=optimizer, sampler=mixer, loader=mixer, plan=plan, overrides=overrides
     )
-    side = recipe.student.img_size // STUDENT_PRESETS[recipe.student.preset]["patch_size"]
     maskers = {False: build_masker(recipe.masking.video), True: build_masker(recipe.masking.image)}
-    grid = TokenGrid(recipe.student.num_frames, side, side)
+    grid = build_token_grid(recipe.student)
     return Components(recipe, training, teacher, tokenizer, model.text_encoder.vocab_size, maskers, grid)
 
 
@@ -196,7 +189,7 @@ def step(c: Components, item: StreamBatch, epoch: int) -> StepOutput:
         idx=_ids(c, item).to(acc.device),
     )
     negatives = generator_for(seed, epoch, first, acc.process_index, NEGATIVES_KEY, device=acc.device)
-    weights = {"uta": r.loss.uta.weight, "vtc": r.loss.vtc.weight, "vtm": r.loss.vtm.weight, "mlm": r.loss.mlm.weight}
+    weights = r.loss.weights()
     with acc.autocast():  # the model's forward computes the losses: data parallelism syncs their gradients
         losses = c.training.model(inputs, negatives=negatives, gather=r.loss.vtc.gather, weights=weights)
     return StepOutput(
@@ -231,9 +224,8 @@ def run(
     recipe: PretrainRecipe, run_dir: Path, *, resume: str | None = None, overrides: list[str] | None = None
 ) -> dict[str, object]:
     """Train, checkpoint and export the model to `video_text.safetensors`; returns the run summary."""
-    weights = (recipe.loss.uta.weight, recipe.loss.vtc.weight, recipe.loss.vtm.weight, recipe.loss.mlm.weight)
     # A loss weighted 0 leaves its heads without gradients, which data parallelism must be told about.
-    session = open_session(recipe, run_dir, resume=resume, unused_parameters=not all(weights))
+    session = open_session(recipe, run_dir, resume=resume, unused_parameters=not all(recipe.loss.weights().values()))
     c = setup(recipe, session, overrides or [])
     return fit(c.training, partial(step, c), WeightsExport("video_text.safetensors", _weights_metadata(recipe)))
 
@@ -259,7 +251,3 @@ def _weights_metadata(recipe: PretrainRecipe) -> dict[str, str]:
         "teacher_weights": t.weights,
         "teacher_sha256": sha256_file(teacher_file) if teacher_file.is_file() else "",
     }
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)

@@ -207,16 +207,12 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict
     try:
         model_state = load_file(path / MODEL_FILE, device="cpu")
     except Exception as error:  # SafetensorError for truncated or garbled files, OSError for unreadable ones
-        raise CheckpointError(
-            f"{path / MODEL_FILE}: unreadable ({f'{type(error).__name__}: {first_line(error)}'})"
-        ) from None
+        raise _unreadable(path / MODEL_FILE, error) from None
     state = _load_plain(path / STATE_FILE)
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(
-            f"{path / META_FILE}: unreadable ({f'{type(error).__name__}: {first_line(error)}'})"
-        ) from None
+        raise _unreadable(path / META_FILE, error) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path / META_FILE}: expected a JSON object")
     return model_state, state, meta
