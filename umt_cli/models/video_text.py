@@ -109,6 +109,36 @@ class VideoTextModel(nn.Module):
 
         return pretrain_losses(self, inputs, **options)  # type: ignore[arg-type]
 
+    def encode_video(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """Evaluation view of a clip, unmasked (docs/official-behaviour.md, Retrieval protocol).
+
+        Args:
+            video: (B, C, T, H, W) normalised pixels.
+
+        Returns:
+            tokens (B, N, D), the fusion layers' memory; frames (B, T, E), the l2-normalised per-frame embeddings.
+        """
+        out = self.vision_encoder(video, per_frame=True)
+        return out.tokens, nn.functional.normalize(self.vision_proj(out.pooled), dim=-1)
+
+    def encode_text(self, ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Text-only pass: hidden states (B, L, Dtxt) for fusion, and the l2-normalised `[CLS]` embedding (B, E)."""
+        hidden = self.text_encoder.encode_text(ids, attention_mask)
+        return hidden, nn.functional.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+
+    def match_logits(
+        self, text_hidden: Tensor, attention_mask: Tensor, vision_tokens: Tensor, vision_rows: Tensor | None = None
+    ) -> Tensor:
+        """The raw ITM logit of the match class (index 1) for each text row: (P,).
+
+        Args:
+            text_hidden: (P, L, Dtxt) text-only hidden states; attention_mask: (P, L).
+            vision_tokens: (P, N, D), or (M, N, D) distinct token sets indexed by `vision_rows` (P,), whose keys
+                and values are then computed once per set.
+        """
+        fused = self.text_encoder.fuse(text_hidden, attention_mask, vision_tokens, vision_rows=vision_rows)
+        return self.itm_head(fused[:, 0])[:, 1]
+
     @torch.no_grad()
     def clamp_temperature(self) -> None:
         """Keep `temp` in `TEMP_RANGE` (in place, as upstream does before every training forward)."""
