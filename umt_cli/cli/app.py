@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from umt_cli import __version__
-from umt_cli.cli import distill, prepare_data, pretrain, quickstart, recipe
+from umt_cli.cli import distill, evaluate, prepare_data, pretrain, quickstart, recipe
 from umt_cli.cli._help import CONTEXT, Command, Group
 
 HELP = (
@@ -28,6 +28,8 @@ app = typer.Typer(
 app.add_typer(prepare_data.app, name="prepare-data")
 app.command("distill", cls=Command)(distill.distill)
 app.command("pretrain", cls=Command)(pretrain.pretrain)
+app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(evaluate.app, name="eval", help="Alias of `umt evaluate`.")
 app.add_typer(recipe.app, name="recipe")
 app.command(
     "quickstart",
@@ -35,7 +37,7 @@ app.command(
     short_help="The built-in CPU demo: synthetic data, the data pipeline, short stage-1 and stage-2 runs.",
 )(quickstart.quickstart)
 
-COMMANDS = ("prepare-data", "distill", "pretrain", "recipe", "quickstart")
+COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "recipe", "quickstart")
 """Every top-level command; a test checks the registered commands against this list."""
 
 

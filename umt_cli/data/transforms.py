@@ -25,6 +25,7 @@ __all__ = [
     "NORMALIZATION",
     "renormalize",
     "to_tchw",
+    "resize_square",
     "multiscale_crop_box",
     "random_resized_crop_box",
     "crop_resize",
@@ -177,6 +178,15 @@ def resize_short_side(video: torch.Tensor, size: int, *, antialias: bool = False
         out = F.interpolate(video.float(), size=(oh, ow), mode="bilinear", align_corners=False)
         return out.round_().clamp_(0, 255).to(torch.uint8)
     return F.interpolate(video, size=(oh, ow), mode="bilinear", antialias=antialias, align_corners=False)
+
+
+def resize_square(video: torch.Tensor, size: int, *, antialias: bool = False) -> torch.Tensor:
+    """Resize uint8 (T, C, H, W) to exactly `size` x `size`, bicubic, rounded back to uint8: the official retrieval
+    test transform (`Resize((size, size), BICUBIC)` on uint8 frames; no antialias in the torchvision it ran with)."""
+    if tuple(video.shape[-2:]) == (size, size):
+        return video
+    out = F.interpolate(video.float(), size=(size, size), mode="bicubic", antialias=antialias, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def spatial_crops(video: torch.Tensor, size: int, num_crops: int) -> list[torch.Tensor]:

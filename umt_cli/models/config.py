@@ -23,6 +23,7 @@ __all__ = [
     "VideoTextConfig",
     "ClassifierConfig",
     "build_video_text",
+    "build_model",
     "config_from_dict",
 ]
 
@@ -82,6 +83,8 @@ class Preprocess:
         size: Side of the square centre crop after resizing the short side to it.
         num_frames: Frames per clip.
         sampling: Frame sampling (`middle`: the middle frame of `num_frames` equal segments).
+        resize: `square` (resize to size x size, bicubic: the official retrieval test transform) or `crop` (short
+            side to `size`, then centre crops: the classification test transform).
         max_len: Caption tokens, special tokens included.
         add_sep: Append `[SEP]` (stock BERT); False is the official `[CLS] X`.
     """
@@ -91,6 +94,7 @@ class Preprocess:
     size: int = 224
     num_frames: int = 4
     sampling: Literal["middle"] = "middle"
+    resize: Literal["square", "crop"] = "square"
     max_len: int = 32
     add_sep: bool = False
 
@@ -161,7 +165,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str) -> VideoTextConfig
     data = dict(data)
     version = data.pop("format", None)
     if not isinstance(version, int) or version > CONFIG_FORMAT:
-        raise CheckpointError(f"{source}: model config format {version!r} is not one this umt reads (<= {CONFIG_FORMAT})")
+        raise CheckpointError(f"{source}: model config format {version!r} is not one this umt reads ({CONFIG_FORMAT})")
     kind = data.pop("kind", None)
     preprocess = _section(Preprocess, data.pop("preprocess", {}), f"{source}: preprocess")
     vision = _section(VisionConfig, data.pop("vision", None), f"{source}: vision")
@@ -224,3 +228,12 @@ def build_video_text(config: VideoTextConfig) -> Any:
         vision_encoder=VisionEncoder(encoder=encoder, clip_decoder=heads), text_encoder=text, embed_dim=config.embed_dim
     )
     return model.eval()
+
+
+def build_model(config: VideoTextConfig | ClassifierConfig) -> Any:
+    """The module of either family, random weights, eval mode."""
+    if isinstance(config, ClassifierConfig):
+        from umt_cli.models.classifier import build_classifier
+
+        return build_classifier(config).eval()
+    return build_video_text(config)

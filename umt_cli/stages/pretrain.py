@@ -28,6 +28,7 @@ from umt_cli.errors import CheckpointError, DataError
 from umt_cli.losses.pretrain import PretrainInputs
 from umt_cli.masking.build import TokenGrid, build_masker, build_token_grid, mask_generators
 from umt_cli.masking.text import mlm_mask
+from umt_cli.models.config import Preprocess, TextConfig, VideoTextConfig, VisionConfig
 from umt_cli.models.convert import load_stage1_student
 from umt_cli.models.heads import AlignHeads
 from umt_cli.models.student import VideoViT
@@ -43,7 +44,7 @@ from umt_cli.utils.optim import build_adamw
 from umt_cli.utils.seed import generator_for
 from umt_cli.variants import STUDENT_PRESETS
 
-__all__ = ["Components", "build_model", "setup", "step", "run"]
+__all__ = ["Components", "build_model", "setup", "step", "run", "model_config"]
 
 MLM_KEY, NEGATIVES_KEY = 0x6D6C6D, 0x6E6567  # "mlm", "neg": keep these generators apart from the others
 
@@ -227,15 +228,17 @@ def run(
     # A loss weighted 0 leaves its heads without gradients, which data parallelism must be told about.
     session = open_session(recipe, run_dir, resume=resume, unused_parameters=not all(recipe.loss.weights().values()))
     c = setup(recipe, session, overrides or [])
-    return fit(c.training, partial(step, c), WeightsExport("video_text.safetensors", _weights_metadata(recipe)))
+    export = WeightsExport("video_text.safetensors", _weights_metadata(recipe, c.teacher.output_dim))
+    return fit(c.training, partial(step, c), export)
 
 
-def _weights_metadata(recipe: PretrainRecipe) -> dict[str, str]:
+def _weights_metadata(recipe: PretrainRecipe, teacher_dim: int) -> dict[str, str]:
     """What `video_text.safetensors` says about itself (safetensors headers hold strings)."""
     s, t, x = recipe.student, recipe.teacher, recipe.text
     teacher_file = Path(t.weights)
     return {
         "format": "umt-stage2",
+        "config": model_config(recipe, teacher_dim).to_json(),  # rebuilds the model (umt eval, umt export)
         "umt_version": __version__,
         "preset": s.preset,
         "num_frames": str(s.num_frames),
@@ -251,3 +254,52 @@ def _weights_metadata(recipe: PretrainRecipe) -> dict[str, str]:
         "teacher_weights": t.weights,
         "teacher_sha256": sha256_file(teacher_file) if teacher_file.is_file() else "",
     }
+
+
+def model_config(recipe: PretrainRecipe, teacher_dim: int) -> VideoTextConfig:
+    """The architecture and evaluation preprocessing of the model a stage-2 recipe trains (its alignment heads
+    project to the teacher width `teacher_dim`)."""
+    from transformers import BertConfig
+
+    from umt_cli.data.transforms import NORMALIZATION
+    from umt_cli.models.text_loading import resolve_bert_folder
+
+    s, x = recipe.student, recipe.text
+    bert = BertConfig.from_json_file(str(resolve_bert_folder(x.encoder) / "config.json"))
+    shape = STUDENT_PRESETS[s.preset]
+    mean, std = NORMALIZATION[recipe.augment.normalize]
+    return VideoTextConfig(
+        vision=VisionConfig(
+            dim=shape["dim"],
+            depth=shape["depth"],
+            num_heads=shape["num_heads"],
+            patch_size=shape["patch_size"],
+            img_size=s.img_size,
+            num_frames=s.num_frames,
+            tubelet=s.tubelet,
+            align_layers=s.align_layers,
+            teacher_dim=teacher_dim,
+        ),
+        text=TextConfig(
+            vocab_size=bert.vocab_size,
+            hidden_size=bert.hidden_size,
+            num_layers=bert.num_hidden_layers,
+            num_heads=bert.num_attention_heads,
+            intermediate_size=bert.intermediate_size,
+            fusion_layer=x.fusion_layer,
+            max_positions=bert.max_position_embeddings,
+            type_vocab_size=bert.type_vocab_size,
+            layer_norm_eps=bert.layer_norm_eps,
+            pad_token_id=bert.pad_token_id or 0,
+            mlm_head=True,
+        ),
+        embed_dim=recipe.model.embed_dim,
+        preprocess=Preprocess(
+            mean=tuple(mean),
+            std=tuple(std),
+            size=s.img_size,
+            num_frames=s.num_frames,
+            max_len=x.max_len,
+            add_sep=x.add_sep,
+        ),  # fmt: skip
+    )

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["GatherMode", "gather_no_grad", "gather_with_grad", "is_distributed"]
+__all__ = ["GatherMode", "gather_no_grad", "gather_with_grad", "gather_rows", "gather_objects", "is_distributed"]
 
 GatherMode = Literal["full", "local_grad"]
 _MODES = ("full", "local_grad")
@@ -100,3 +100,40 @@ def gather_no_grad(x: Tensor, *, group: Any = None) -> Tensor:
     if not is_distributed(group):
         return x
     return _all_gather(x, group)
+
+
+@torch.no_grad()
+def gather_rows(local: Tensor, rows: Tensor, total: int, *, group: Any = None) -> Tensor:
+    """Assemble a (total, ...) tensor whose rows were computed on different processes (uneven shards allowed).
+
+    Args:
+        local: (n, ...) the rows this process computed (n may differ between processes, and be 0).
+        rows: (n,) long, their positions in the result.
+        total: Rows of the result; every position must be covered by exactly one process.
+
+    Returns:
+        (total, ...) on `local`'s device, the same on every process; `local` placed by `rows` when not distributed.
+    """
+    out = local.new_zeros((total, *local.shape[1:]))
+    if not is_distributed(group):
+        out[rows.to(local.device)] = local
+        return out
+    counts = _all_gather(torch.tensor([local.shape[0]], device=local.device), group).tolist()
+    width = max(counts)
+    padded = local.new_zeros((width, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    index = torch.full((width,), -1, dtype=torch.long, device=local.device)
+    index[: local.shape[0]] = rows.to(local.device)
+    values, positions = _all_gather(padded, group), _all_gather(index, group)  # (P·width, ...), (P·width,)
+    kept = positions >= 0
+    out[positions[kept]] = values[kept]
+    return out
+
+
+def gather_objects(value: Any, *, group: Any = None) -> list[Any]:
+    """Every process's picklable `value`, in rank order (`[value]` when not distributed)."""
+    if not is_distributed(group):
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(values, value, group=group)
+    return values

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval and classification metrics, feature extraction, reports."""
