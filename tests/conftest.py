@@ -116,6 +116,30 @@ def pretrain_overrides(synthetic_dir: Path) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="session")
+def stage2_run(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) -> Path:
+    """A finished 2-step stage-2 run of the quickstart recipe on the synthetic set (its `video_text.safetensors`
+    names the synthetic tiny BERT folder), made once per session; treat it as read-only."""
+    from umt_cli.recipe import PretrainRecipe, load_recipe
+    from umt_cli.recipe.catalog import resolve_recipe
+    from umt_cli.stages import pretrain
+
+    overrides = [
+        f"data.corpora.clips.annotations={synthetic_dir / 'train.json'}",
+        f"data.corpora.clips.root={synthetic_dir}",
+        "data.corpora.clips.batch_size=4",
+        f"data.corpora.stills.annotations={synthetic_dir / 'train_images.json'}",
+        f"data.corpora.stills.root={synthetic_dir}",
+        "data.corpora.stills.batch_size=4",
+        f"text.encoder={synthetic_dir / 'bert'}",
+        "schedule.max_steps=2",
+    ]
+    run_dir = tmp_path_factory.mktemp("stage2") / "run"
+    recipe = load_recipe(resolve_recipe("quickstart/pretrain"), overrides, expect=PretrainRecipe)
+    pretrain.run(recipe, run_dir, overrides=overrides)
+    return run_dir
+
+
 MINIMAL_RECIPE = """
 schema_version = 1
 stage = "distill"
