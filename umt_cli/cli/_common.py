@@ -104,6 +104,8 @@ def print_summary(title: str, summary: dict[str, Any], path: Path | None = None)
     from rich.text import Text  # plain text: values are paths and may contain `[...]`
 
     table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # long paths and hashes wrap instead of ending in an ellipsis
     for key, value in summary.items():
         table.add_row(Text(str(key)), Text(_short(value)))
     Console(file=sys.stdout, soft_wrap=True).print(table)

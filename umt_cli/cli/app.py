@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from umt_cli import __version__
-from umt_cli.cli import distill, evaluate, prepare_data, pretrain, quickstart, recipe
+from umt_cli.cli import distill, evaluate, export, prepare_data, pretrain, quickstart, recipe
 from umt_cli.cli._help import CONTEXT, Command, Group
 
 HELP = (
-    "Unmasked Teacher video foundation models: prepare data, distill (stage 1) and pre-train (stage 2); "
-    "evaluation and export are coming."
+    "Unmasked Teacher video foundation models: prepare data, distill (stage 1), pre-train (stage 2), evaluate "
+    "and export."
 )
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("distill", cls=Command)(distill.distill)
 app.command("pretrain", cls=Command)(pretrain.pretrain)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(evaluate.app, name="eval", help="Alias of `umt evaluate`.")
+app.command("export", cls=Command, short_help=export.SHORT_HELP)(export.export)
 app.add_typer(recipe.app, name="recipe")
 app.command(
     "quickstart",
@@ -37,7 +38,7 @@ app.command(
     short_help="The built-in CPU demo: synthetic data, the data pipeline, short stage-1 and stage-2 runs.",
 )(quickstart.quickstart)
 
-COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "recipe", "quickstart")
+COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "export", "recipe", "quickstart")
 """Every top-level command; a test checks the registered commands against this list."""
 
 
@@ -53,8 +54,8 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Unmasked Teacher video foundation models: prepare data, distill (stage 1) and pre-train (stage 2); evaluation
-    and export are coming."""
+    """Unmasked Teacher video foundation models: prepare data, distill (stage 1), pre-train (stage 2), evaluate and
+    export."""
 
 
 def main() -> None:

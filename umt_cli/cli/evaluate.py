@@ -87,3 +87,90 @@ def retrieval(
 
 
 app.command("retrieval", cls=Command)(retrieval)
+
+
+@guard
+def classification(
+    ckpt: Annotated[
+        Path,
+        typer.Option(
+            "--ckpt",
+            metavar="PATH",
+            help="A fine-tuned classifier (official .pth or export), or a video-text model: a stage-2 run directory or "
+            "its video_text.safetensors, an exported directory, an official .pth.",
+        ),
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", metavar="LIST.csv", help="Test list: `path,label` lines (labels 0-based).")
+    ],
+    classes: Annotated[
+        Path, typer.Option("--classes", metavar="FILE", help="Class names, one a line: line i names label i.")
+    ],
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="Folder the paths of --data and --train-list are relative to (default: each list's folder, or "
+            "the folder its videos_root.txt names).",
+        ),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            metavar="auto|zero-shot|linear-probe|finetuned",
+            help="auto: finetuned for a classifier, zero-shot for a video-text model.",
+        ),
+    ] = "auto",
+    train_list: Annotated[
+        Path | None,
+        typer.Option("--train-list", metavar="LIST.csv", help="Linear probe: the labelled videos it is trained on."),
+    ] = None,
+    templates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--templates",
+            metavar="TEXT",
+            help="Zero-shot prompt with {} for the class name; repeat the "
+            "option for several (default: 'a video of {}.' and '{}').",
+        ),
+    ] = None,
+    frames: Frames = None,
+    clips: Annotated[
+        int | None,
+        typer.Option("--clips", metavar="N", help="Clips per video (default: 4 fine-tuned, 1 otherwise)."),
+    ] = None,
+    crops: Annotated[
+        int | None,
+        typer.Option("--crops", metavar="N", help="Crops per clip (default: 3 fine-tuned, 1 otherwise)."),
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Split name in the report.")] = None,
+    text_encoder: TextEncoder = None,
+    trust_checkpoint: Trust = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Videos per batch.")] = 8,
+    workers: Workers = 0,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Folder for results.json, report.md and confusion.png."),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", metavar="DIR", help="Linear-probe feature cache (default: OUT/features)."),
+    ] = None,
+    probe_epochs: Annotated[
+        int | None, typer.Option("--probe-epochs", metavar="N", help="Linear-probe passes (default 100).")
+    ] = None,
+    probe_lr: Annotated[
+        float | None, typer.Option("--probe-lr", metavar="X", help="Linear-probe learning rate (default 0.01).")
+    ] = None,
+) -> None:
+    """Action classification: top-1, top-5 and mean per-class accuracy, zero-shot, linear probe or fine-tuned."""
+    from umt_cli.evaluation.classify import run_classification
+
+    run_classification(**locals())
+
+
+app.command("classification", cls=Command)(classification)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,7 @@ def write_bundle(
     source_sha256: str | None,
     notes: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    extras: Callable[[Path], object] | None = None,
 ) -> Path:
     """Write `model` as a bundle folder `out`.
 
@@ -103,6 +104,8 @@ def write_bundle(
         source_sha256: Its sha256, or None when unknown.
         notes: Extra JSON-able facts (recipe, run directory) for `config.json` and the card.
         overwrite: Replace an existing bundle at `out`, once the new one is complete.
+        extras: Called with the bundle's temporary folder once the weights, config and tokenizer are in it, to add
+            more files (ONNX, `.pt2`) before the card lists the files; whatever it raises leaves nothing behind.
 
     Returns:
         `out`.
@@ -111,6 +114,7 @@ def write_bundle(
         UsageError: `out` is refused, or the tokenizer folder is missing, unreadable or does not fit the model.
         CheckpointError: The model's weights do not fit `config`.
         OSError: Writing failed (full disk, read-only folder); no temporary folder is left behind.
+        Exception: Whatever `extras` raises; no temporary folder is left behind either.
     """
     out = Path(out)
     _refuse_existing(out, overwrite=overwrite)
@@ -126,6 +130,8 @@ def write_bundle(
         _write_weights(tmp, state_dict, config, source, source_sha256)
         _write_config(tmp, config, source, source_sha256, notes or {})
         _copy_tokenizer(tmp, tokenizer_files)
+        if extras is not None:
+            extras(tmp)
         _write_card(tmp, config, name=out.name, source=source, source_sha256=source_sha256, notes=notes or {})
         _publish(tmp, out)
     except BaseException:  # a full disk or Ctrl-C: leave no half bundle behind

@@ -37,6 +37,7 @@ from umt_cli.errors import UmtError, UsageError, first_line
 from umt_cli.models.config import ClassifierConfig, VideoTextConfig
 
 __all__ = [
+    "require_onnx",
     "EXPORT_BATCH",
     "CHECK_BATCH",
     "ONNX_TOLERANCE",
@@ -184,7 +185,7 @@ def export_onnx(
         UsageError: onnx, onnxruntime or onnxscript is not installed.
         UmtError: A file that onnxruntime cannot run or whose outputs differ from eager, naming the file.
     """
-    _require_onnx()
+    require_onnx()
     with _staging(Path(out_dir)) as stage, _eval_mode(model):
         for part in export_parts(model, config):
             path = _export_onnx_part(part, stage / f"{part.name}.onnx", opset)
@@ -193,7 +194,7 @@ def export_onnx(
         return _publish(stage, Path(out_dir))
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

@@ -172,6 +172,6 @@ def _load_official(path: Path, *, trust: bool, num_frames: int | None) -> Loaded
             "init.student of `umt pretrain` (or, later, `umt finetune`)"
         )
     else:
-        raise CheckpointError(f"{path}: a {kind} checkpoint, not a UMT video-text or classification model")
+        raise CheckpointError(f"{path}: an {kind} checkpoint, not a UMT video-text or classification model")
     official.load_imported(model, imported, what=f"{kind} model from {path}")
     return LoadedModel(model.eval(), config, tokenizer, str(path), kind, sha256_file(path), list(imported.ignored))
