@@ -75,6 +75,9 @@ def retrieval(
     trust_checkpoint: Trust = False,
     batch_size: BatchSize = 32,
     rerank_batch: Annotated[int, typer.Option("--rerank-batch", min=1, metavar="N", help="Pairs per ITM batch.")] = 512,
+    rerank_block: Annotated[
+        int, typer.Option("--rerank-block", min=1, metavar="N", help="Queries per ITM re-ranking block.")
+    ] = 256,
     workers: Workers = 0,
     device: Device = "auto",
     precision: Precision = "fp32",

@@ -48,7 +48,10 @@ class Shard:
     world: int = 1
 
     def blocks(self, total: int, batch_size: int) -> list[list[int]]:
-        """The item indices of this process's blocks, in order."""
+        """The item indices of this process's blocks, in order: block b covers items [b·batch_size, (b+1)·batch_size)
+        and goes to process b mod world, so the blocks themselves never depend on `world`."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         starts = range(self.rank * batch_size, total, self.world * batch_size)
         return [list(range(start, min(start + batch_size, total))) for start in starts]
 
@@ -96,9 +99,9 @@ class _ClipBlocks(Dataset):
             try:
                 videos.append(self.reader(self.paths[index]))
                 reasons.append(None)
-            except DecodeFailure as failure:
+            except DecodeFailure as failure:  # missing, damaged, too slow: skipped and named, not fatal
                 videos.append(None)
-                reasons.append(f"{failure.reason}: {failure.path}")
+                reasons.append(str(failure))  # `reason: path (detail)`
         return self.blocks[i], videos, reasons
 
 
@@ -121,8 +124,13 @@ class TextFeatures:
     embeds: Tensor
 
 
+def _as_is(block: object) -> object:
+    """A block is collated by `_ClipBlocks` itself (a module-level function: workers may be spawned)."""
+    return block
+
+
 def _blocks_loader(dataset: Dataset, num_workers: int) -> Iterator:
-    return iter(DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=lambda block: block))
+    return iter(DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_as_is))
 
 
 @torch.no_grad()

@@ -17,9 +17,10 @@ import torch
 from umt_cli.data.datasets import MediaEntry
 from umt_cli.errors import DataError
 
-__all__ = ["Mode", "Gallery", "build_gallery"]
+__all__ = ["Mode", "MODES", "Gallery", "build_gallery"]
 
 Mode = Literal["standard", "paragraph"]
+MODES: tuple[str, ...] = ("standard", "paragraph")
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,23 @@ class Gallery:
 def build_gallery(entries: Sequence[MediaEntry], *, mode: Mode, merge_identical: bool, source: str) -> Gallery:
     """The gallery of an annotation file's entries (videos only).
 
+    Args:
+        entries: The annotation file's entries (`load_annotations`: captions already cleaned).
+        mode: `standard` (one text per caption) or `paragraph` (a video's captions joined into one text).
+        merge_identical: Identical texts become one text whose correct videos are all that carry it.
+        source: The annotation file, for messages.
+
     Raises:
-        DataError: An image entry, no entries, or the same video listed twice (its ground truth would be split).
+        DataError: No entries, an image entry, a caption that is empty (after cleaning), or the same video listed
+            twice (its ground truth would be split); named by entry number (0-based, in file order).
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not entries:
         raise DataError(f"{source}: no entries to evaluate")
     seen: dict[str, int] = {}
     for number, entry in enumerate(entries):
-        if entry.is_image:
-            raise DataError(f"{source}: entry {number} is an image; retrieval evaluation takes videos")
-        if entry.path in seen:
-            raise DataError(f"{source}: entry {number} repeats the video {entry.path} (entry {seen[entry.path]})")
+        _check_entry(entry, number, seen, source)
         seen[entry.path] = number
     videos = tuple(entry.path for entry in entries)
     if mode == "paragraph":
@@ -87,3 +94,18 @@ def build_gallery(entries: Sequence[MediaEntry], *, mode: Mode, merge_identical:
         if v not in owners:
             owners.append(v)
     return Gallery(videos, tuple(merged), tuple(tuple(owners) for owners in merged.values()))
+
+
+def _check_entry(entry: MediaEntry, number: int, seen: dict[str, int], source: str) -> None:
+    """An entry must be a video seen for the first time, with no caption that cleans to nothing (an empty query
+    would match every video alike)."""
+    if entry.is_image:
+        raise DataError(f"{source}: entry {number} is an image ({entry.path}); retrieval evaluation takes videos")
+    if entry.path in seen:
+        raise DataError(
+            f"{source}: entry {number} repeats the video {entry.path} (entry {seen[entry.path]}); "
+            "list each video once, with all of its captions"
+        )
+    empty = [i for i, caption in enumerate(entry.captions) if not caption]
+    if empty:
+        raise DataError(f"{source}: entry {number} ({entry.path}): caption {empty[0]} is empty (after cleaning)")

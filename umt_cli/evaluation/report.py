@@ -47,7 +47,7 @@ def protocol_line(result: dict[str, Any]) -> str:
     if p["trimmed30"]:
         parts.append("first 30 s")
     if c["skipped_videos"]:
-        parts.append(f"{c['skipped_videos']} videos skipped ({c['dropped_texts']} texts dropped)")
+        parts.append(f"{c['skipped_videos']} video(s) skipped ({c['dropped_texts']} text(s) dropped)")
     return " · ".join(parts)
 
 

@@ -10,7 +10,7 @@ Every load is strict (docs/official-behaviour.md, Loader checks): the layout is 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -62,6 +62,7 @@ def load_model(
     trust: bool = False,
     text_encoder: str | None = None,
     num_frames: int | None = None,
+    img_size: int | None = None,
 ) -> LoadedModel:
     """Load `path` (see the module docstring) strictly.
 
@@ -72,6 +73,8 @@ def load_model(
         text_encoder: The tokenizer folder (or hub id) for files that carry none (official files); overrides the one
             our weights record.
         num_frames: Run the model on this many frames (the position table is regenerated for video-text models).
+        img_size: The input side of an official video-text file (its weights do not record it; default 224). Our
+            own files record theirs.
 
     Raises:
         CheckpointError / UsageError: Unreadable or unknown files, a family mismatch, key mismatches.
@@ -84,7 +87,7 @@ def load_model(
     elif path.suffix == ".safetensors":
         loaded = _load_run_weights(path, num_frames)
     else:
-        loaded = _load_official(path, trust=trust, num_frames=num_frames)
+        loaded = _load_official(path, trust=trust, num_frames=num_frames, img_size=img_size, text_encoder=text_encoder)
     family = loaded.config.kind
     if expect != "any" and family != expect:
         raise CheckpointError(f"{path}: a {family} model ({loaded.kind}), but this command needs a {expect} model")
@@ -151,14 +154,16 @@ def _load_run_weights(path: Path, num_frames: int | None) -> LoadedModel:
     return LoadedModel(model.eval(), config, meta.get("text_encoder") or None, str(path), "umt-run", sha256_file(path))
 
 
-def _load_official(path: Path, *, trust: bool, num_frames: int | None) -> LoadedModel:
+def _load_official(
+    path: Path, *, trust: bool, num_frames: int | None, img_size: int | None, text_encoder: str | None
+) -> LoadedModel:
     from umt_cli.models import official
 
     state_dict = unwrap_state_dict(read_checkpoint(path, trust=trust, how_to_trust=f"pass {TRUST_FLAG}"))
     kind = detect_kind(state_dict)
     if kind in ("umt-stage2", "umt-retrieval"):
         imported = official.import_video_text(state_dict, kind=kind, source=str(path))
-        config = _with_frames(imported.config, num_frames)
+        config = _official_geometry(_with_frames(imported.config, num_frames), img_size, text_encoder)
         model = build_video_text(config)
         tokenizer = DEFAULT_BERT.get(config.text.hidden_size)
     elif kind == "umt-classifier":
@@ -175,3 +180,35 @@ def _load_official(path: Path, *, trust: bool, num_frames: int | None) -> Loaded
         raise CheckpointError(f"{path}: an {kind} checkpoint, not a UMT video-text or classification model")
     official.load_imported(model, imported, what=f"{kind} model from {path}")
     return LoadedModel(model.eval(), config, tokenizer, str(path), kind, sha256_file(path), list(imported.ignored))
+
+
+def _official_geometry(config: VideoTextConfig, img_size: int | None, text_encoder: str | None) -> VideoTextConfig:
+    """An official video-text file records neither its input side (224 unless `img_size` says otherwise) nor its
+    text attention heads and LayerNorm eps (guessed from the width): the `config.json` of the `text_encoder` folder,
+    the BERT the model was trained from, decides them when its width matches."""
+    if img_size is not None:
+        if img_size % config.vision.patch_size:
+            raise UsageError(f"--size {img_size}: must be a multiple of the patch size {config.vision.patch_size}")
+        config = replace(config, vision=replace(config.vision, img_size=img_size),
+                         preprocess=replace(config.preprocess, size=img_size))  # fmt: skip
+    bert = _bert_config(text_encoder)
+    if bert.get("hidden_size") != config.text.hidden_size:  # a folder of another width lends its vocabulary only
+        return config
+    heads = bert.get("num_attention_heads", config.text.num_heads)
+    if not isinstance(heads, int) or heads < 1 or config.text.hidden_size % heads:
+        raise UsageError(f"--text-encoder {text_encoder}: num_attention_heads {heads!r} does not divide the text "
+                         f"width {config.text.hidden_size}")  # fmt: skip
+    eps = float(bert.get("layer_norm_eps", config.text.layer_norm_eps))
+    return replace(config, text=replace(config.text, num_heads=heads, layer_norm_eps=eps))
+
+
+def _bert_config(text_encoder: str | None) -> dict:
+    """The `config.json` of a local BERT folder ({} for a hub id, or a folder without one)."""
+    if text_encoder is None or not (Path(text_encoder) / "config.json").is_file():
+        return {}
+    path = Path(text_encoder) / "config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"--text-encoder: {path} is not readable JSON ({error})") from None
+    return value if isinstance(value, dict) else {}
