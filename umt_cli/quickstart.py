@@ -1,30 +1,56 @@
-"""`umt quickstart`: the built-in default job on CPU: synthetic data -> the training data pipeline -> a short
-stage-1 distillation with the tiny recipe -> a short stage-2 pre-training from it. Later stages (evaluate, export)
-join the chain as they land.
+"""`umt quickstart`: the whole chain on the built-in synthetic set, on CPU, in a fresh run directory.
+
+prepare-data -> distill (stage 1) -> pretrain (stage 2) -> eval retrieval -> eval classification (zero-shot) ->
+export, then a table of what each step produced and whether the model learned: text-to-video R@1 on the held-out
+test split against chance, and direction-of-motion captions (invisible in any single frame) against a
+frame-averaged baseline of the same model (`umt_cli.evaluation.motion`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from umt_cli.data.datasets import build_train_dataset
-from umt_cli.data.failures import DataHealth
-from umt_cli.data.loaders import ShardedSampler, build_loader, iterate_epoch
 from umt_cli.data.prepare.synthetic import FORMAT, prepare_synthetic
 from umt_cli.recipe import DistillRecipe, PretrainRecipe, load_recipe
 from umt_cli.recipe.catalog import resolve_recipe
 from umt_cli.recipe.prepare import SyntheticSource
 
-__all__ = ["run_quickstart"]
+__all__ = ["SIZES", "QuickstartSize", "run_quickstart", "learning_verdict"]
+
+STEPS = ("prepare-data", "distill", "pretrain", "eval retrieval", "eval classification", "export")
+LEARNING_FACTOR = 5.0
+"""Text-to-video R@1 must reach this multiple of chance for the run to count as having learned."""
 
 
-def _synthetic(data: Path, console: Console) -> Path:
+@dataclass(frozen=True)
+class QuickstartSize:
+    """How big the demo is: the synthetic set and the recipe overrides of each stage."""
+
+    data: dict[str, int]
+    distill: tuple[str, ...] = ()
+    pretrain: tuple[str, ...] = ()
+
+
+SIZES = {
+    "default": QuickstartSize(data={"train": 64, "val": 16, "test": 16}),
+    "small": QuickstartSize(
+        data={"train": 32, "val": 8, "test": 8}, distill=("schedule.epochs=1",), pretrain=("schedule.epochs=1",)
+    ),  # fmt: skip
+}
+"""`default`: the demo; `small`: the same chain in CI (fewer videos, shorter runs)."""
+
+
+def _synthetic(data: Path, size: QuickstartSize, console: Console) -> Path:
     """Generate the synthetic data set once; reuse it when its manifest says it was made with the same options."""
-    source = SyntheticSource(out=data)
+    source = SyntheticSource(out=data, **size.data)
     manifest = data / "manifest.json"
     made = json.loads(manifest.read_text()) if manifest.is_file() else {}
     if made.get("format") == FORMAT and made.get("options") == source.model_dump(mode="json"):
@@ -35,52 +61,145 @@ def _synthetic(data: Path, console: Console) -> Path:
     return data
 
 
-def run_quickstart(out: Path, *, batches: int = 4) -> dict[str, object]:
-    """Prepare data, show the training data pipeline, then distil the tiny student (resuming a finished run)."""
-    console = Console()
-    data = _synthetic(out / "data" / "synthetic", console)
-    overrides = [f"data.train_list={data / 'train.csv'}"]  # paths in the list are relative to its folder
-    recipe = load_recipe(resolve_recipe("quickstart/distill"), overrides, expect=DistillRecipe)
-    dataset = build_train_dataset(recipe)
-    sampler = ShardedSampler(len(dataset), batch_size=recipe.data.batch_size, seed=recipe.run.seed)
-    loader = build_loader(dataset, sampler, num_workers=recipe.data.num_workers)
-    health = DataHealth(max_fail_ratio=recipe.decode.max_fail_ratio)
-    start, shown = time.perf_counter(), 0
-    for batch in iterate_epoch(loader, health):
-        if shown < batches:
-            console.print(
-                f"batch {shown}: video {tuple(batch.video.shape)} {batch.video.dtype}, labels {batch.label.tolist()}"
-            )
-        shown += 1
-    elapsed = time.perf_counter() - start
-    summary = {
-        "data": str(data),
-        "recipe": "quickstart/distill",
-        "clips": health.delivered,
-        "clip_shape": list(batch.video.shape[1:]),
-        "clips_per_s": round(health.delivered / elapsed, 1),
-        "data_health": health.line(),
-    }
-    console.print(
-        f"one epoch: {health.delivered} clips in {elapsed:.2f}s ({summary['clips_per_s']} clips/s); {health.line()}"
-    )
-    from umt_cli.stages import distill, pretrain
+def _options(command: Callable[..., Any], **given: Any) -> dict[str, Any]:
+    """A command's parameters with their CLI defaults, updated with `given` (the `run_*` functions take them all)."""
+    defaults = {name: p.default for name, p in inspect.signature(command).parameters.items()}
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise TypeError(f"{command.__name__} has no option(s) {sorted(unknown)}")
+    return {**defaults, **given}
 
-    console.print("stage 1: distilling the tiny student from the tiny teacher ...")
-    result = distill.run(recipe, out / "runs" / "distill", resume="auto", overrides=overrides)
-    summary.update({"distill_steps": result["steps"], "distill_final_loss": result["final_loss"],
-                    "student_weights": result["weights"]})  # fmt: skip
-    console.print("stage 2: video-text pre-training from that student, with a tiny random BERT ...")
+
+def _first_loss(run_dir: Path) -> float | None:
+    """The first logged loss of a run (metrics.jsonl)."""
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            return record["loss"]
+    return None
+
+
+class _Steps:
+    """Prints `step i/6 · name` before each step and keeps how long each took."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.index, self.seconds = console, 0, {}
+        self.started = self.last = time.perf_counter()
+
+    def next(self, name: str, what: str) -> None:
+        now = time.perf_counter()
+        if self.index:
+            self.seconds[STEPS[self.index - 1]] = round(now - self.last, 1)
+        self.index, self.last = self.index + 1, now
+        self.console.rule(f"step {self.index}/{len(STEPS)} · {name}: {what}", style="cyan")
+
+    def done(self) -> None:
+        self.seconds[STEPS[self.index - 1]] = round(time.perf_counter() - self.last, 1)
+
+
+def run_quickstart(out: Path, *, size: str = "default") -> dict[str, Any]:
+    """Run the chain; returns the summary (also written to `<run>/quickstart.json`)."""
+    from umt_cli.cli import evaluate, export
+    from umt_cli.evaluation.classify import run_classification
+    from umt_cli.evaluation.motion import direction_check
+    from umt_cli.evaluation.run import run_retrieval
+    from umt_cli.export.run import run_export
+    from umt_cli.models.loading import load_model
+    from umt_cli.stages import distill, pretrain
+    from umt_cli.utils.files import write_json
+
+    console, chosen = Console(), SIZES[size]
+    steps = _Steps(console)
+    run_root = out / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    steps.next("prepare-data", "the synthetic set (coloured shapes moving in four directions)")
+    data = _synthetic(out / "data" / f"synthetic-{size}", chosen, console)
+
+    steps.next("distill", "stage 1, the tiny student from a tiny untrained teacher")
+    stage1 = [f"data.train_list={data / 'train.csv'}", *chosen.distill]
+    recipe = load_recipe(resolve_recipe("quickstart/distill"), stage1, expect=DistillRecipe)
+    first = distill.run(recipe, run_root / "distill", overrides=stage1)
+
+    steps.next("pretrain", "stage 2, video-text alignment with a tiny random BERT")
     stage2 = [
         f"data.corpora.clips.annotations={data / 'train.json'}",
         f"data.corpora.clips.root={data}",
         f"data.corpora.stills.annotations={data / 'train_images.json'}",
         f"data.corpora.stills.root={data}",
         f"text.encoder={data / 'bert'}",
-        f"init.student={result['weights']}",
+        f"init.student={first['weights']}",
+        *chosen.pretrain,
     ]
     recipe2 = load_recipe(resolve_recipe("quickstart/pretrain"), stage2, expect=PretrainRecipe)
-    result2 = pretrain.run(recipe2, out / "runs" / "pretrain", resume="auto", overrides=stage2)
-    summary.update({"pretrain_steps": result2["steps"], "pretrain_final_loss": result2["final_loss"],
-                    "video_text_weights": result2["weights"]})  # fmt: skip
+    second = pretrain.run(recipe2, run_root / "pretrain", overrides=stage2)
+    model_dir = run_root / "pretrain"
+
+    steps.next("eval retrieval", "text<->video on the held-out test split")
+    retrieval = run_retrieval(**_options(evaluate.retrieval, ckpt=model_dir, data=data / "test.json",
+                                         out=run_root / "eval" / "retrieval", device="cpu"))  # fmt: skip
+    motion = direction_check(load_model(model_dir), data / "test.json", data)
+
+    steps.next("eval classification", "zero-shot direction of motion from the class names")
+    classification = run_classification(**_options(
+        evaluate.classification, ckpt=model_dir, data=data / "test.csv", classes=data / "classes.txt",
+        out=run_root / "eval" / "classification", device="cpu"))  # fmt: skip
+
+    steps.next("export", "a self-describing model folder")
+    exported = run_export(**_options(export.export, ckpt=model_dir, out=run_root / "export"))
+    steps.done()
+    summary = _summary(data, run_root, first, second, retrieval, classification, motion, exported, steps.seconds)
+    write_json(run_root / "quickstart.json", summary)
     return summary
+
+
+def _summary(
+    data: Path,
+    run_root: Path,
+    first: dict[str, Any],
+    second: dict[str, Any],
+    retrieval: dict[str, Any],
+    classification: dict[str, Any],
+    motion: dict[str, Any],
+    exported: dict[str, Any],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """What each step produced, with chance beside every score."""
+
+    def triple(values: dict[str, float]) -> str:
+        return "/".join(f"{values[key]:.1f}" for key in ("R@1", "R@5", "R@10"))
+
+    def recalls(direction: str) -> str:
+        m = retrieval["metrics"]
+        chance = triple(retrieval["chance"][direction])
+        return f"re-ranked {triple(m['rerank'][direction])}; ITC {triple(m['itc'][direction])} (chance {chance})"
+
+    verdict = learning_verdict(retrieval, motion)
+    return {
+        "run": str(run_root),
+        "data": f"{data} ({retrieval['counts']['videos']} test videos, {retrieval['counts']['texts']} captions)",
+        "distill loss": f"{_first_loss(run_root / 'distill'):.3f} -> {first['final_loss']:.3f} "
+        f"({first['steps']} steps)",
+        "pretrain loss": f"{_first_loss(run_root / 'pretrain'):.3f} -> {second['final_loss']:.3f} "
+        f"({second['steps']} steps)",
+        "text->video R@1/5/10": recalls("t2v"),
+        "video->text R@1/5/10": recalls("v2t"),
+        "direction of motion": f"video {motion['video']:.1f}% vs frame-averaged {motion['frame_averaged']:.1f}% "
+        f"(chance {motion['chance']:.0f}%, {motion['videos']} videos)",
+        "zero-shot classification": f"top-1 {classification['metrics']['top1']:.1f}% "
+        f"(chance {100 / len(classification['metrics']['per_class']):.0f}%)",
+        "export": exported["out"],
+        "learned": verdict["line"],
+        "seconds": seconds,
+    }
+
+
+def learning_verdict(retrieval: dict[str, Any], motion: dict[str, Any]) -> dict[str, Any]:
+    """The two learning criteria: T2V R@1 (the better of the two rankings) >= 5x chance, and direction captions
+    told apart better by the video model than by its frame-averaged baseline."""
+    chance = retrieval["chance"]["t2v"]["R@1"]
+    best = max(retrieval["metrics"][ranking]["t2v"]["R@1"] for ranking in ("itc", "rerank"))
+    recall_ok = best >= LEARNING_FACTOR * chance
+    motion_ok = motion["video"] > motion["frame_averaged"]
+    line = (f"{'yes' if recall_ok and motion_ok else 'no'}: text->video R@1 {best:.1f} = "
+            f"{best / chance:.1f}x chance (needs {LEARNING_FACTOR:.0f}x); direction {motion['video']:.1f}% vs "
+            f"frame-averaged {motion['frame_averaged']:.1f}%")  # fmt: skip
+    return {"recall": recall_ok, "motion": motion_ok, "line": line}

@@ -35,7 +35,7 @@ app.add_typer(recipe.app, name="recipe")
 app.command(
     "quickstart",
     cls=Command,
-    short_help="The built-in CPU demo: synthetic data, the data pipeline, short stage-1 and stage-2 runs.",
+    short_help="The whole chain on CPU on synthetic data: distill, pretrain, evaluate, export.",
 )(quickstart.quickstart)
 
 COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "export", "recipe", "quickstart")

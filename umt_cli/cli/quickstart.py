@@ -15,10 +15,20 @@ def quickstart(
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Working folder for the data and runs.")] = Path(
         "umt-quickstart"
     ),
+    size: Annotated[
+        str, typer.Option("--size", metavar="default|small", help="`small` is the same chain, shorter (CI).")
+    ] = "default",
 ) -> None:
-    """Run the built-in CPU demo: generate the synthetic data set, run the training data pipeline over it (clip
-    shapes and throughput), then a short stage-1 distillation of a tiny student and a short stage-2 video-text
-    pre-training from it."""
-    from umt_cli.quickstart import run_quickstart
+    """Run the whole chain on CPU on the built-in synthetic data set, in a fresh run directory: generate the data,
+    a stage-1 distillation of a tiny student, a stage-2 video-text pre-training from it, retrieval and zero-shot
+    classification on the held-out test split, and an export; then a table of what each step produced and whether
+    the model learned (text-to-video R@1 against chance, direction of motion against a frame-averaged baseline)."""
+    from umt_cli.errors import UsageError
+    from umt_cli.quickstart import SIZES, run_quickstart
 
-    print_summary("umt quickstart", run_quickstart(out))
+    if size not in SIZES:
+        raise UsageError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
+    summary = run_quickstart(out, size=size)
+    seconds = summary.pop("seconds")
+    summary["step seconds"] = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+    print_summary("umt quickstart", summary)

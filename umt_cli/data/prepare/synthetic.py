@@ -6,7 +6,8 @@ the first frame of every training video is also saved as a still image with capt
 an image-text corpus for stage 2, and `bert/` is a tiny WordPiece vocabulary of the captions' words with a tiny BERT
 config (no weights), so the quickstart's text encoder needs no download.
 Output (relative paths throughout):
-    videos/{split}/{split}_{i:04d}.mp4   {split}.csv (`path,label`)   {split}.json ([{"video", "caption": [...]}])
+    videos/{split}/{split}_{i:04d}.mp4   {split}.csv (`path,label`)
+    {split}.json ([{"video", "caption": [...], "label", "colour", "shape", "direction"}])
     images/train/train_{i:04d}.png       train_images.json ([{"image", "caption": [...]}])
     bert/{vocab.txt, config.json, tokenizer_config.json}
     classes.txt                          manifest.json
@@ -25,15 +26,32 @@ from umt_cli.data.text import write_tiny_bert
 from umt_cli.recipe.prepare import SyntheticSource
 from umt_cli.utils.progress import progress
 
-__all__ = ["COLOURS", "SHAPES", "DIRECTIONS", "VideoSpec", "video_spec", "render_frames", "prepare_synthetic"]
+__all__ = [
+    "COLOURS",
+    "SHAPES",
+    "DIRECTIONS",
+    "VideoSpec",
+    "video_spec",
+    "render_frames",
+    "motion_caption",
+    "prepare_synthetic",
+]
 
-FORMAT = 2
-"""Version of the layout above (2: still images and the tiny BERT folder); `umt quickstart` regenerates older sets."""
+FORMAT = 3
+"""Version of the layout above (2: still images and the tiny BERT folder; 3: each video entry also names its
+`colour`, `shape` and `direction`); `umt quickstart` regenerates older sets."""
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy) in image coordinates
 SPLITS = ("train", "val", "test")
+WHERE = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}
+
+
+def motion_caption(colour: str, shape: str, direction: str) -> str:
+    """The first caption of a video: `a red circle moves to the left`. Captions that differ only in `direction`
+    describe what no single frame shows (the quickstart's motion check compares them)."""
+    return f"a {colour} {shape} moves {WHERE[direction]}"
 
 
 @dataclass(frozen=True)
@@ -56,9 +74,9 @@ class VideoSpec:
         return [f"a {self.colour} {self.shape}", f"a {self.shape} that is {self.colour}"]
 
     def captions(self) -> list[str]:
-        where = {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}[self.direction]
+        where = WHERE[self.direction]
         return [
-            f"a {self.colour} {self.shape} moves {where}",
+            motion_caption(self.colour, self.shape, self.direction),
             f"a {self.shape} that is {self.colour} moving {self.direction}",
             f"the {self.colour} {self.shape} slides {where} across the frame",
         ]
@@ -133,7 +151,7 @@ def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
                 frames = render_frames(spec, _background(rng, source.width, source.height), source.num_frames)
                 write_h264(out / rel, frames, fps=source.fps, width=source.width, height=source.height)
                 rows.append(f"{rel},{spec.label}")
-                annotations.append({"video": rel, "caption": spec.captions(), "label": spec.label})
+                annotations.append(_annotation(rel, spec))
                 if split == "train":
                     stills.append(_write_still(out, i, spec, frames[0]))
                 bar.advance()
@@ -147,6 +165,12 @@ def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
                 "images": len(stills), "classes": 4}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return {"out": str(out), "videos": counts, "images": len(stills), "classes": len(DIRECTIONS)}
+
+
+def _annotation(rel: str, spec: VideoSpec) -> dict[str, object]:
+    """A video's annotation entry: its captions, its class, and what it shows."""
+    return {"video": rel, "caption": spec.captions(), "label": spec.label, "colour": spec.colour, "shape": spec.shape,
+            "direction": spec.direction}  # fmt: skip
 
 
 def _write_still(out: Path, index: int, spec: VideoSpec, frame: np.ndarray) -> dict[str, object]:
