@@ -86,10 +86,10 @@ def test_root_help_names_only_what_exists():
         assert command in text
 
 
-def test_quickstart_help_names_the_distill_step():
+def test_quickstart_help_names_every_step():
     text = words(runner.invoke(app, ["quickstart", "--help"]).output)
-    assert "synthetic data set" in text and "training data pipeline" in text and "stage-1 distillation" in text
-    assert "stage-2 video-text pre-training" in text
+    assert "synthetic data set" in text and "stage-1 distillation" in text
+    assert "stage-2 video-text pre-training" in text and "zero-shot classification" in text and "export" in text
 
 
 def test_label_map_help_is_whole():

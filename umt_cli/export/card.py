@@ -115,9 +115,13 @@ def _preprocess_rows(config: VideoTextConfig | ClassifierConfig) -> list[tuple[s
 
 def _preprocess_text(config: VideoTextConfig | ClassifierConfig) -> str:
     p = config.preprocess
+    if p.resize == "square":
+        resize = f"Frames are resized to {p.size} x {p.size} (bicubic, aspect not kept: the official retrieval test)"
+    else:
+        resize = f"Frames are resized so the short side is {p.size} px and centre-cropped to {p.size} x {p.size}"
     text = (
-        f"Frames are resized so the short side is {p.size} px, centre-cropped to {p.size} x {p.size}, scaled to [0, 1] "
-        "and normalised with the mean and std above; the video tensor is `(B, 3, T, H, W)` float32."
+        f"{resize}, scaled to [0, 1] and normalised with the mean and std above; the video tensor is "
+        "`(B, 3, T, H, W)` float32."
     )
     if isinstance(config, VideoTextConfig):
         text += (

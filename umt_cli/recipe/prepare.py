@@ -84,6 +84,10 @@ class SyntheticSource(Section):
     """Frame width in pixels (even)."""
     height: Annotated[int, Field(ge=16)] = 80
     """Frame height in pixels (even)."""
+    colours: Annotated[int, Field(ge=1, le=4)] = 4
+    """How many of the colours (red, green, blue, yellow) the videos use."""
+    shapes: Annotated[int, Field(ge=1, le=3)] = 3
+    """How many of the shapes (circle, square, triangle) the videos use."""
     seed: Seed = 0
     """Seed of the generator: the same seed writes the same videos."""
 

@@ -82,9 +82,22 @@ class VideoSpec:
         ]
 
 
-def video_spec(rng: np.random.Generator, index: int, *, width: int, height: int, num_frames: int) -> VideoSpec:
-    """Draw one video: directions cycle with `index` so every split is balanced; the rest is random."""
+def video_spec(
+    rng: np.random.Generator,
+    index: int,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    colours: int = len(COLOURS),
+    shapes: int = len(SHAPES),
+) -> VideoSpec:
+    """Draw one video. Its direction, colour and shape cycle with `index` over every combination of the first
+    `colours` colours and `shapes` shapes, so each split is balanced and a split of one full cycle shows each
+    combination once; position, size and speed are random."""
     direction = list(DIRECTIONS)[index % len(DIRECTIONS)]
+    appearance = (index // len(DIRECTIONS)) % (colours * shapes)
+    colour, shape = list(COLOURS)[appearance // shapes], SHAPES[appearance % shapes]
     radius = float(rng.uniform(0.12, 0.18) * min(width, height))
     dx, dy = DIRECTIONS[direction]
     travel_room = (width if dx else height) - 2 * radius - 2
@@ -100,8 +113,8 @@ def video_spec(rng: np.random.Generator, index: int, *, width: int, height: int,
         return float(rng.uniform(low, max(low, high)))
 
     return VideoSpec(
-        colour=str(rng.choice(list(COLOURS))),
-        shape=str(rng.choice(SHAPES)),
+        colour=colour,
+        shape=shape,
         direction=direction,
         start=(start_on(width, dx), start_on(height, dy)),
         radius=radius,
@@ -146,7 +159,8 @@ def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
             rows, annotations = [], []
             for i in range(sizes[split]):
                 rng = np.random.default_rng([source.seed, split_id, i])
-                spec = video_spec(rng, i, width=source.width, height=source.height, num_frames=source.num_frames)
+                spec = video_spec(rng, i, width=source.width, height=source.height, num_frames=source.num_frames,
+                                  colours=source.colours, shapes=source.shapes)  # fmt: skip
                 rel = f"videos/{split}/{split}_{i:04d}.mp4"
                 frames = render_frames(spec, _background(rng, source.width, source.height), source.num_frames)
                 write_h264(out / rel, frames, fps=source.fps, width=source.width, height=source.height)
