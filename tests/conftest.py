@@ -103,6 +103,11 @@ def tiny_overrides(synthetic_dir: Path) -> list[str]:
 def pretrain_overrides(synthetic_dir: Path) -> list[str]:
     """The quickstart stage-2 recipe on the synthetic set: 24 video-caption pairs (8 videos x 3 captions) and 16
     still-caption pairs (8 stills x 2), batch 4 each -> 6 + 4 = 10 steps per epoch; 10 steps, every one logged."""
+    return [*_synthetic_corpora(synthetic_dir), "schedule.max_steps=10", "log.every=1"]
+
+
+def _synthetic_corpora(synthetic_dir: Path) -> list[str]:
+    """Stage-2 overrides reading the synthetic set's clips and stills (batch 4 each) and its tiny BERT folder."""
     return [
         f"data.corpora.clips.annotations={synthetic_dir / 'train.json'}",
         f"data.corpora.clips.root={synthetic_dir}",
@@ -111,8 +116,6 @@ def pretrain_overrides(synthetic_dir: Path) -> list[str]:
         f"data.corpora.stills.root={synthetic_dir}",
         "data.corpora.stills.batch_size=4",
         f"text.encoder={synthetic_dir / 'bert'}",
-        "schedule.max_steps=10",
-        "log.every=1",
     ]
 
 
@@ -124,16 +127,7 @@ def stage2_run(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) ->
     from umt_cli.recipe.catalog import resolve_recipe
     from umt_cli.stages import pretrain
 
-    overrides = [
-        f"data.corpora.clips.annotations={synthetic_dir / 'train.json'}",
-        f"data.corpora.clips.root={synthetic_dir}",
-        "data.corpora.clips.batch_size=4",
-        f"data.corpora.stills.annotations={synthetic_dir / 'train_images.json'}",
-        f"data.corpora.stills.root={synthetic_dir}",
-        "data.corpora.stills.batch_size=4",
-        f"text.encoder={synthetic_dir / 'bert'}",
-        "schedule.max_steps=2",
-    ]
+    overrides = [*_synthetic_corpora(synthetic_dir), "schedule.max_steps=2"]
     run_dir = tmp_path_factory.mktemp("stage2") / "run"
     recipe = load_recipe(resolve_recipe("quickstart/pretrain"), overrides, expect=PretrainRecipe)
     pretrain.run(recipe, run_dir, overrides=overrides)

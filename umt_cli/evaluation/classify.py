@@ -27,7 +27,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from umt_cli.evaluation.classification import (
 )
 from umt_cli.evaluation.features import Shard
 from umt_cli.evaluation.probe import FeatureCache, feature_settings, probe_logits, train_linear_probe
+from umt_cli.evaluation.runtime import WorkSettings
 from umt_cli.evaluation.views import EvalClipDataset, collate_views
 from umt_cli.models.loading import LoadedModel
 from umt_cli.utils.dist import gather_objects, gather_rows
@@ -131,21 +131,10 @@ class ClassificationProtocol:
 
 
 @dataclass(frozen=True)
-class ClassificationSettings:
-    """How the work runs (no effect on the numbers)."""
+class ClassificationSettings(WorkSettings):
+    """How the work runs (no effect on the numbers): the batch size here, the rest in `WorkSettings`."""
 
     batch_size: int = 8
-    num_workers: int = 0
-    backend: str = "auto"
-    rank: int = 0
-    world: int = 1
-    device: str = "cpu"
-    autocast: Callable[[], AbstractContextManager] = nullcontext
-    show_progress: bool = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass(frozen=True)

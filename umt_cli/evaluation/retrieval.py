@@ -14,8 +14,6 @@ numbers do not depend on how many ran.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from umt_cli.evaluation.features import ClipReader, Shard, encode_texts, encode_
 from umt_cli.evaluation.gallery import Gallery, Mode, build_gallery
 from umt_cli.evaluation.metrics import RECALL_KS, chance_recall, ranks, rerank_ranks, retrieval_metrics
 from umt_cli.evaluation.rerank import VIDEO_SIDE, match_scorer, pair_count, rerank_scores, topk_pairs
+from umt_cli.evaluation.runtime import WorkSettings
 from umt_cli.models.loading import LoadedModel
 from umt_cli.utils.dist import gather_rows
 from umt_cli.utils.progress import progress
@@ -65,8 +64,8 @@ class RetrievalProtocol:
 
 
 @dataclass(frozen=True)
-class RetrievalSettings:
-    """How the work runs (no effect on the numbers).
+class RetrievalSettings(WorkSettings):
+    """How the work runs (no effect on the numbers): batch sizes here, the rest in `WorkSettings`.
 
     Attributes:
         batch_size: Clips or texts per encoder batch; also the unit dealt to the processes.
@@ -75,24 +74,11 @@ class RetrievalSettings:
             adjacent and then cut into `rerank_batch` chunks, so a video's fusion keys and values are computed once
             per chunk for many queries; blocks, not chunks, are dealt to the processes, and a block is always
             computed as one unit, so the numbers do not depend on the process count.
-        num_workers: Decoding processes (0 = in the main process).
-        backend: Video decoder (`auto`, `decord`, `pyav`).
-        rank, world: This process and the number of processes.
-        device: Where the model runs.
-        autocast: The precision context of the forwards.
-        show_progress: Progress bars on the main process.
     """
 
     batch_size: int = 32
     rerank_batch: int = 512
     rerank_block: int = 256
-    num_workers: int = 0
-    backend: str = "auto"
-    rank: int = 0
-    world: int = 1
-    device: str = "cpu"
-    autocast: Callable[[], AbstractContextManager] = nullcontext
-    show_progress: bool = True
 
 
 def read_gallery(annotations: Path, *, mode: Mode, merge_identical: bool) -> Gallery:

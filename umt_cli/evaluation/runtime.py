@@ -13,7 +13,7 @@ import torch
 
 from umt_cli.errors import UsageError
 
-__all__ = ["Runtime", "eval_runtime"]
+__all__ = ["Runtime", "WorkSettings", "eval_runtime"]
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -25,6 +25,23 @@ class Runtime:
     world: int
     device: str
     autocast: Callable[[], AbstractContextManager]
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    """How an evaluation runs, with no effect on its numbers: decoding, this process's place, device, precision."""
+
+    num_workers: int = 0
+    backend: str = "auto"
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+    show_progress: bool = True
 
     @property
     def main(self) -> bool:
