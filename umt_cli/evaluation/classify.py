@@ -50,7 +50,7 @@ from umt_cli.evaluation.features import Shard
 from umt_cli.evaluation.probe import FeatureCache, feature_settings, probe_logits, train_linear_probe
 from umt_cli.evaluation.runtime import WorkSettings
 from umt_cli.evaluation.views import EvalClipDataset, collate_views
-from umt_cli.models.loading import LoadedModel
+from umt_cli.models.loading import LoadedModel, checkpoint_record
 from umt_cli.utils.dist import gather_objects, gather_rows
 from umt_cli.utils.files import atomic_path
 from umt_cli.utils.progress import progress
@@ -465,7 +465,7 @@ def evaluate_classification(
     k = metrics["top5_k"]
     result = {
         "task": "classification",
-        "checkpoint": {"source": loaded.source, "kind": loaded.kind, "sha256": loaded.sha256},
+        "checkpoint": checkpoint_record(loaded),
         "data": str(test.path),
         "root": str(test.root),
         "protocol": {

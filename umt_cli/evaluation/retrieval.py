@@ -29,7 +29,7 @@ from umt_cli.evaluation.gallery import Gallery, Mode, build_gallery
 from umt_cli.evaluation.metrics import RECALL_KS, chance_recall, ranks, rerank_ranks, retrieval_metrics
 from umt_cli.evaluation.rerank import VIDEO_SIDE, match_scorer, pair_count, rerank_scores, topk_pairs
 from umt_cli.evaluation.runtime import WorkSettings
-from umt_cli.models.loading import LoadedModel
+from umt_cli.models.loading import LoadedModel, checkpoint_record
 from umt_cli.utils.dist import gather_rows
 from umt_cli.utils.progress import progress
 
@@ -153,7 +153,7 @@ def evaluate_retrieval(
         results = _rankings(loaded, texts, kept.tokens, itc, truth, protocol.k, settings, bar)
     return {
         "task": "retrieval",
-        "checkpoint": {"source": loaded.source, "kind": loaded.kind, "sha256": loaded.sha256},
+        "checkpoint": checkpoint_record(loaded),
         "annotations": str(annotations),
         "protocol": asdict(protocol),
         "counts": {

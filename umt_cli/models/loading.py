@@ -21,7 +21,7 @@ from umt_cli.models.config import ClassifierConfig, VideoTextConfig, build_model
 from umt_cli.models.convert import TRUST_FLAG, detect_kind, load_strict, read_checkpoint, unwrap_state_dict
 from umt_cli.utils.files import sha256_file
 
-__all__ = ["LoadedModel", "load_model", "RUN_WEIGHTS", "DEFAULT_BERT"]
+__all__ = ["LoadedModel", "load_model", "checkpoint_record", "RUN_WEIGHTS", "DEFAULT_BERT"]
 
 RUN_WEIGHTS = "video_text.safetensors"
 """The weights a stage-2 run directory ends with."""
@@ -53,6 +53,13 @@ class LoadedModel:
     kind: str
     sha256: str | None
     ignored: list[str] = field(default_factory=list)
+
+
+def checkpoint_record(loaded: LoadedModel) -> dict[str, object]:
+    """The load report stored with every result: what was loaded, its kind and sha256, and the keys of the file
+    left out on purpose (docs/official-behaviour.md, Loader checks)."""
+    return {"source": loaded.source, "kind": loaded.kind, "sha256": loaded.sha256, "ignored_keys": len(loaded.ignored),
+            "ignored_examples": loaded.ignored[:5]}  # fmt: skip
 
 
 def load_model(
