@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from umt_cli.data.text import clean_caption, tokenize
 from umt_cli.errors import DataError, UmtError, UsageError
+from umt_cli.evaluation.features import frame_similarity
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -88,7 +89,7 @@ def zero_shot_logits(frames: Tensor, weights: Tensor) -> Tensor:
     Returns:
         (B, classes) scores in [-1, 1].
     """
-    return torch.einsum("bte,ce->bc", frames.float(), weights.float()) / frames.shape[1]  # (B, classes)
+    return frame_similarity(frames.float(), weights.float())  # (B, classes): the retrieval ITC score
 
 
 @torch.no_grad()

@@ -48,6 +48,7 @@ from umt_cli.evaluation.classification import (
 )
 from umt_cli.evaluation.features import Shard
 from umt_cli.evaluation.probe import FeatureCache, feature_settings, probe_logits, train_linear_probe
+from umt_cli.evaluation.run import DEVICES, PRECISIONS, choice, default_out
 from umt_cli.evaluation.runtime import WorkSettings
 from umt_cli.evaluation.views import EvalClipDataset, collate_views
 from umt_cli.models.loading import LoadedModel, checkpoint_record
@@ -518,12 +519,6 @@ def _scoring_fn(
 # ---------------------------------------------------------------------------------------------- the command
 
 
-def _choice(option: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise UsageError(f"{option} {value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
 def _at_least(option: str, value: int | float | None, low: float, *, strict: bool = False) -> None:
     if value is not None and (value <= low if strict else value < low):
         raise UsageError(f"{option} {value}: must be {'greater than' if strict else 'at least'} {low:g}")
@@ -531,7 +526,7 @@ def _at_least(option: str, value: int | float | None, low: float, *, strict: boo
 
 def _check_options(o: dict[str, Any]) -> None:
     """Checks that need no file: each names its option."""
-    _choice("--mode", o["mode"], MODES)
+    choice("--mode", o["mode"], MODES)
     _at_least("--clips", o["clips"], 1)
     _at_least("--crops", o["crops"], 1)
     _at_least("--probe-epochs", o["probe_epochs"], 1)
@@ -550,14 +545,13 @@ def run_classification(**options: Any) -> dict[str, Any]:
     """
     from umt_cli.evaluation.confusion import confusion_png
     from umt_cli.evaluation.report import classification_markdown, print_classification, write_report
-    from umt_cli.evaluation.run import DEVICES, PRECISIONS, default_out
     from umt_cli.evaluation.runtime import eval_runtime
     from umt_cli.models.loading import load_model
 
     o = options
     _check_options(o)
-    runtime = eval_runtime(_choice("--device", o["device"], DEVICES),
-                           _choice("--precision", o["precision"], PRECISIONS))  # fmt: skip
+    runtime = eval_runtime(choice("--device", o["device"], DEVICES),
+                           choice("--precision", o["precision"], PRECISIONS))  # fmt: skip
     test = read_labelled_list("--data", o["data"], o["root"])
     class_names = read_class_names(o["classes"])
     check_labels(test, class_names, o["classes"])

@@ -19,7 +19,7 @@ from torch import Tensor
 from umt_cli.data.prepare.synthetic import DIRECTIONS, motion_caption
 from umt_cli.data.text import build_tokenizer, clean_caption, tokenize
 from umt_cli.errors import DataError
-from umt_cli.evaluation.features import ClipReader
+from umt_cli.evaluation.features import ClipReader, frame_similarity
 from umt_cli.models.loading import LoadedModel
 
 __all__ = ["direction_check"]
@@ -58,4 +58,4 @@ def _frames_alone(model: torch.nn.Module, video: Tensor) -> Tensor:
 
 def _best(frames: Tensor, texts: Tensor) -> int:
     """The caption with the highest frame-mean cosine similarity: frames (1, T, E), texts (C, E)."""
-    return int((frames[0] @ texts.T).mean(0).argmax())
+    return int(frame_similarity(frames, texts)[0].argmax())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ RERANK_BLOCK = 256
 """Queries per ITM re-ranking block when the command gives none (`RetrievalSettings.rerank_block`)."""
 
 
-def _choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+def choice(option: str, value: str, choices: Sequence[str]) -> str:
+    """`value` if it is one of `choices`, else a `UsageError` naming the option."""
     if value not in choices:
         raise UsageError(f"{option} {value!r}: expected one of {', '.join(choices)}")
     return value
@@ -101,8 +103,8 @@ def run_retrieval(**options: Any) -> dict[str, Any]:
     from umt_cli.evaluation.runtime import eval_runtime
 
     o = options
-    mode = _choice("--mode", o["mode"], MODES)
-    device, precision = _choice("--device", o["device"], DEVICES), _choice("--precision", o["precision"], PRECISIONS)
+    mode = choice("--mode", o["mode"], MODES)
+    device, precision = choice("--device", o["device"], DEVICES), choice("--precision", o["precision"], PRECISIONS)
     data, root = _annotation_paths(o["data"], o["root"])
     split = o["split"] or data.stem
     out = Path(o["out"]) if o["out"] is not None else default_out("retrieval", Path(o["ckpt"]), split)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from umt_cli.models.config import ClassifierConfig
+from umt_cli.models.config import ClassifierConfig, vit_geometry
 from umt_cli.models.layers import LN_EPS
 from umt_cli.models.positions import checkpoint_grid, interpolated_table
 from umt_cli.models.student import VideoViT
@@ -89,13 +89,7 @@ def build_classifier(
     model = VideoClassifier(
         num_classes=config.num_classes,
         pos_temporal=v.pos_temporal,
-        img_size=v.img_size,
-        patch_size=v.patch_size,
-        num_frames=v.num_frames,
-        tubelet=v.tubelet,
-        dim=v.dim,
-        depth=v.depth,
-        num_heads=v.num_heads,
+        **vit_geometry(v),
         drop_path=drop_path,
         checkpoint_blocks=checkpoint_blocks,
     )

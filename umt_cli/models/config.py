@@ -183,20 +183,17 @@ def config_from_dict(data: Mapping[str, Any], *, source: str) -> VideoTextConfig
     raise CheckpointError(f"{source}: unknown model kind {kind!r} (expected 'video-text' or 'classifier')")
 
 
+def vit_geometry(vision: VisionConfig) -> dict[str, int]:
+    """The `VideoViT` arguments (and those of its subclasses) that `vision` fixes."""
+    keys = ("img_size", "patch_size", "num_frames", "tubelet", "dim", "depth", "num_heads")
+    return {key: getattr(vision, key) for key in keys}
+
+
 def build_vit(vision: VisionConfig) -> Any:
     """The video ViT of `vision`, in eval geometry (no drop path)."""
     from umt_cli.models.student import VideoViT
 
-    return VideoViT(
-        img_size=vision.img_size,
-        patch_size=vision.patch_size,
-        num_frames=vision.num_frames,
-        tubelet=vision.tubelet,
-        dim=vision.dim,
-        depth=vision.depth,
-        num_heads=vision.num_heads,
-        align_layers=vision.align_layers,
-    )
+    return VideoViT(**vit_geometry(vision), align_layers=vision.align_layers)
 
 
 def build_video_text(config: VideoTextConfig) -> Any:
