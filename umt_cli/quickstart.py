@@ -32,20 +32,48 @@ LEARNING_FACTOR = 5.0
 
 @dataclass(frozen=True)
 class QuickstartSize:
-    """How big the demo is: the synthetic set and the recipe overrides of each stage."""
+    """How big the demo is: the synthetic set and the recipe overrides of each stage (after `DISTILL`/`PRETRAIN`)."""
 
     data: dict[str, int]
     distill: tuple[str, ...] = ()
     pretrain: tuple[str, ...] = ()
 
 
+DISTILL = ("student.img_size=32", "teacher.input_size=32", "decode.cache_mb=1024")
+"""The quickstart's stage-1 overrides: the stage-2 resolution, and every video decoded once (kept in memory)."""
+
+PRETRAIN = (
+    # 32 px (2 x 2 patches a frame): the tiny ViT learns the direction of motion there within a few hundred steps;
+    # at 64 px it needs far more than the demo's budget.
+    "student.img_size=32",
+    "teacher.input_size=32",
+    "student.drop_path=0",
+    "decode.cache_mb=1024",  # 512 videos of 96 x 80 x 32 frames: ~380 MB, each decoded once instead of ~20 times
+    # Contrastive learning needs negatives: 64 a batch (the recipe's 8/16 suit the 4-step tests, not learning).
+    "data.corpora.clips.batch_size=64",
+    "data.corpora.stills.batch_size=64",
+    # 16 tokens a clip here: the official 80 % mask would leave 3, too few to see where the shape goes; 1 % of 16
+    # masks none.
+    "masking.video.mask_ratio=0.01",
+    "masking.image.mask_ratio=0.01",
+    # VTC alone. With a random teacher (UTA) and random BERT, the other three losses held these tiny encoders at
+    # colour-only alignment for the whole budget, even weighted 0.1 (docs/pitfalls.md, P39).
+    "loss.uta.weight=0",
+    "loss.vtm.weight=0",
+    "loss.mlm.weight=0",
+    "optim.lr=1e-3",
+    "schedule.warmup_epochs=2",
+)
+"""The quickstart's stage-2 overrides: what makes a tiny model from random weights learn on CPU in minutes."""
+
 SIZES = {
-    "default": QuickstartSize(data={"train": 64, "val": 16, "test": 48}),  # test: each of the 48 combinations once
+    "default": QuickstartSize(data={"train": 512, "val": 16, "test": 48}, pretrain=("schedule.epochs=20",)),
     "small": QuickstartSize(
-        data={"train": 32, "val": 8, "test": 8}, distill=("schedule.epochs=1",), pretrain=("schedule.epochs=1",)
+        data={"train": 256, "val": 8, "test": 48}, distill=("schedule.epochs=1",), pretrain=("schedule.epochs=30",)
     ),  # fmt: skip
 }
-"""`default`: the demo; `small`: the same chain in CI (fewer videos, shorter runs)."""
+"""`default`: the demo; `small`: the same chain in CI (fewer training videos, shorter runs). Both test on 48 videos:
+each of the 4 colours x 3 shapes x 4 directions once."""
 
 
 def _synthetic(data: Path, size: QuickstartSize, console: Console) -> Path:
@@ -115,7 +143,7 @@ def run_quickstart(out: Path, *, size: str = "default") -> dict[str, Any]:
     data = _synthetic(out / "data" / f"synthetic-{size}", chosen, console)
 
     steps.next("distill", "stage 1, the tiny student from a tiny untrained teacher")
-    stage1 = [f"data.train_list={data / 'train.csv'}", *chosen.distill]
+    stage1 = [f"data.train_list={data / 'train.csv'}", *DISTILL, *chosen.distill]
     recipe = load_recipe(resolve_recipe("quickstart/distill"), stage1, expect=DistillRecipe)
     first = distill.run(recipe, run_root / "distill", overrides=stage1)
 
@@ -127,6 +155,7 @@ def run_quickstart(out: Path, *, size: str = "default") -> dict[str, Any]:
         f"data.corpora.stills.root={data}",
         f"text.encoder={data / 'bert'}",
         f"init.student={first['weights']}",
+        *PRETRAIN,
         *chosen.pretrain,
     ]
     recipe2 = load_recipe(resolve_recipe("quickstart/pretrain"), stage2, expect=PretrainRecipe)

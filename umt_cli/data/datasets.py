@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from umt_cli.data.decode import DecodeFailure, ShortRead, open_video, read_image
+from umt_cli.data.decode import ArrayReader, DecodeFailure, FrameCache, ShortRead, open_video, read_image
 from umt_cli.data.failures import Failure, deadline
 from umt_cli.data.sampling import FrameSampler
 from umt_cli.data.text import clean_caption
@@ -128,7 +128,10 @@ def _media_entry(item: object, path: Path, number: int) -> MediaEntry:
 @dataclass(frozen=True)
 class ClipLoader:
     """Decodes the frames of one sample: opens the reader here (inside the worker), samples indices, retries a
-    short read within the frames that really decode, and enforces the per-sample deadline."""
+    short read within the frames that really decode, and enforces the per-sample deadline.
+
+    With `cache_mb` > 0, each file is decoded whole once and kept in memory (per process) until that many MiB are
+    used; later draws sample from memory and give the same pixels as the file would."""
 
     sampler: FrameSampler
     backend: str = "auto"
@@ -136,22 +139,49 @@ class ClipLoader:
     timeout_s: float = 30.0
     min_frames: int = 1
     status_dir: str | Path | None = None
+    cache_mb: int = 0
+    cache: FrameCache | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cache_mb and self.cache is None:
+            object.__setattr__(self, "cache", FrameCache(self.cache_mb * 2**20))  # frozen: set once, here
 
     def video(self, path: Path, generator: torch.Generator) -> np.ndarray:
         """uint8 (T, H, W, C) frames of a video."""
+        cached = self.cache.get(path) if self.cache is not None else None
+        if cached is not None:
+            return self._frames(ArrayReader(cached), path, generator)
         self._announce(path)
         with deadline(self.timeout_s, str(path)):
             reader = open_video(path, backend=self.backend, short_side=self.short_side)
             try:
-                return self._frames(reader, path, generator)
+                return self._frames(self._whole(reader, path), path, generator)
             finally:
                 reader.close()
 
     def image(self, path: Path) -> np.ndarray:
         """uint8 (1, H, W, C) frames of an image."""
+        cached = self.cache.get(path) if self.cache is not None else None
+        if cached is not None:
+            return cached.copy()  # the transform may write into it
         self._announce(path)
         with deadline(self.timeout_s, str(path)):
-            return read_image(path, short_side=self.short_side)
+            image = read_image(path, short_side=self.short_side)
+        if self.cache is not None and not self.cache.full:
+            self.cache.put(path, image.copy())
+        return image
+
+    def _whole(self, reader: object, path: Path) -> object:
+        """The reader, or, while the cache has room, the whole video decoded into it (an `ArrayReader`); a video
+        that does not decode to the end is read from the file as without the cache."""
+        if self.cache is None or self.cache.full:
+            return reader
+        try:
+            frames = reader.get_batch(range(reader.num_frames))  # type: ignore[attr-defined]  # (N, H, W, C)
+        except ShortRead:
+            return reader
+        self.cache.put(path, frames)
+        return ArrayReader(frames, reader.fps)  # type: ignore[attr-defined]
 
     def _frames(self, reader: object, path: Path, generator: torch.Generator) -> np.ndarray:
         n = reader.num_frames  # type: ignore[attr-defined]
@@ -271,23 +301,31 @@ def list_root(list_file: str | Path, root: str | Path | None) -> Path:
     return Path(text)
 
 
+def recipe_clip_loader(recipe: object, *, status_dir: str | Path | None) -> ClipLoader:
+    """The training `ClipLoader` of a recipe (`[decode]`, `[sampling]`, `data.min_frames`, `student.num_frames`)."""
+    from umt_cli.data.sampling import build_frame_sampler
+
+    decode = recipe.decode  # type: ignore[attr-defined]
+    return ClipLoader(
+        sampler=build_frame_sampler(recipe.sampling, recipe.student.num_frames, train=True),  # type: ignore[attr-defined]
+        backend=decode.backend,
+        short_side=decode.short_side,
+        timeout_s=decode.sample_timeout_s,
+        min_frames=recipe.data.min_frames,  # type: ignore[attr-defined]
+        status_dir=status_dir,
+        cache_mb=decode.cache_mb,
+    )
+
+
 def build_train_dataset(recipe: object, *, status_dir: str | Path | None = None) -> VideoListDataset:
     """The training clips of a distill recipe (`[data]`, `[decode]`, `[sampling]`, `[augment]`, `[student]`)."""
-    from umt_cli.data.sampling import build_frame_sampler
     from umt_cli.data.transforms import build_train_transform
 
     data, decode, student = recipe.data, recipe.decode, recipe.student  # type: ignore[attr-defined]
     if not Path(data.train_list).is_file():  # named by its recipe key, before any model is built
         problem = "is a folder, not a list file" if Path(data.train_list).is_dir() else "not found"
         raise UsageError(f"data.train_list: {data.train_list} {problem}")
-    loader = ClipLoader(
-        sampler=build_frame_sampler(recipe.sampling, student.num_frames, train=True),  # type: ignore[attr-defined]
-        backend=decode.backend,
-        short_side=decode.short_side,
-        timeout_s=decode.sample_timeout_s,
-        min_frames=data.min_frames,
-        status_dir=status_dir,
-    )
+    loader = recipe_clip_loader(recipe, status_dir=status_dir)
     transform = build_train_transform(recipe.augment, student.img_size)  # type: ignore[attr-defined]
     return VideoListDataset(
         data.train_list,

@@ -71,6 +71,41 @@ class VideoReader(Protocol):
         """Release the file."""
 
 
+class ArrayReader:
+    """A `VideoReader` over frames already in memory (`FrameCache`): the same indices give the same pixels as the
+    file's reader, since those frames came from it."""
+
+    def __init__(self, frames: np.ndarray, fps: float = 0.0) -> None:
+        self.frames, self.fps = frames, fps  # (N, H, W, C) uint8
+        self.num_frames = len(frames)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        return self.frames[clamp_indices(indices, self.num_frames)]  # (T, H, W, C), a copy (fancy indexing)
+
+    def close(self) -> None:
+        pass
+
+
+class FrameCache:
+    """Whole decoded videos (or images) kept in memory by path, up to `budget_bytes`; once full it keeps what it
+    has and stores nothing more (no eviction: for data sets that fit, such as the quickstart's, each file is decoded
+    once per process instead of once per draw)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget, self.used, self._frames = budget_bytes, 0, {}
+        self.full = False  # set by the first item that did not fit: no more whole-file decodes after that
+
+    def get(self, path: Path) -> np.ndarray | None:
+        return self._frames.get(path)
+
+    def put(self, path: Path, frames: np.ndarray) -> None:
+        if self.used + frames.nbytes > self.budget:
+            self.full = True
+            return
+        self._frames[path] = frames
+        self.used += frames.nbytes
+
+
 def available_backends() -> list[str]:
     """Installed backends, in the order `auto` tries them: PyAV (faster here, wheels everywhere), then decord."""
     return [b for b, module in (("pyav", "av"), ("decord", "decord")) if importlib.util.find_spec(module)]

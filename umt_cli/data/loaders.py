@@ -133,9 +133,16 @@ def build_loader(
     prefetch_factor: int = 2,
     pin_memory: bool = False,
     timeout_s: float = 0.0,
+    persistent: bool = False,
 ) -> DataLoader:
-    """A DataLoader over `dataset` in `sampler`'s order (batches of `sampler.batch_size`)."""
-    extra = {"prefetch_factor": prefetch_factor, "timeout": timeout_s, "worker_init_fn": _worker_init}
+    """A DataLoader over `dataset` in `sampler`'s order (batches of `sampler.batch_size`); `persistent` keeps the
+    workers (and what they hold, such as a decode cache) from one epoch to the next."""
+    extra = {
+        "prefetch_factor": prefetch_factor,
+        "timeout": timeout_s,
+        "worker_init_fn": _worker_init,
+        "persistent_workers": persistent,
+    }
     return DataLoader(
         dataset,
         batch_size=sampler.batch_size,

@@ -132,22 +132,14 @@ def build_streams(
     Raises:
         UsageError: An annotation file that does not exist or is a folder, named by its recipe key.
     """
-    from umt_cli.data.datasets import ClipLoader, load_annotations
+    from umt_cli.data.datasets import load_annotations, recipe_clip_loader
     from umt_cli.data.loaders import build_loader
-    from umt_cli.data.sampling import build_frame_sampler
     from umt_cli.data.transforms import build_train_transform
     from umt_cli.errors import UsageError
     from umt_cli.utils.seed import derive_seed
 
     data, decode, seed = recipe.data, recipe.decode, recipe.run.seed  # type: ignore[attr-defined]
-    clips = ClipLoader(
-        sampler=build_frame_sampler(recipe.sampling, recipe.student.num_frames, train=True),  # type: ignore[attr-defined]
-        backend=decode.backend,
-        short_side=decode.short_side,
-        timeout_s=decode.sample_timeout_s,
-        min_frames=data.min_frames,
-        status_dir=status_dir,
-    )
+    clips = recipe_clip_loader(recipe, status_dir=status_dir)
     transform = build_train_transform(recipe.augment, recipe.student.img_size)  # type: ignore[attr-defined]
     streams, offset = [], 0
     for name, corpus in data.corpora.items():
@@ -179,6 +171,7 @@ def build_streams(
                 prefetch_factor=data.prefetch_factor,
                 pin_memory=pin_memory,
                 timeout_s=decode.loader_timeout_s,
+                persistent=decode.cache_mb > 0,
             )
             streams.append(Stream(label, dataset, sampler, loader, offset))
         offset += len(media)

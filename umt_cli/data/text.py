@@ -143,13 +143,14 @@ def write_tiny_bert(
     heads: int = 2,
     intermediate: int = 64,
     max_positions: int = 64,
+    dropout: float = 0.1,
 ) -> Path:
     """Write a tiny uncased BERT folder without weights, for tests and the quickstart (no download).
 
     `vocab.txt` holds `SPECIAL_TOKENS` (ids 0-4) then `words` (lowercased, deduplicated, in order; `##x` pieces
     allowed); `config.json` is a `transformers.BertConfig`; `tokenizer_config.json` says uncased. Build the
     tokenizer with `build_tokenizer(folder)` and a random encoder with
-    `build_text_encoder(folder, ..., random=True)`.
+    `build_text_encoder(folder, ..., random=True)`. `dropout` is BERT's hidden and attention dropout (0.1).
 
     Returns:
         The folder.
@@ -171,6 +172,8 @@ def write_tiny_bert(
         intermediate_size=intermediate,
         max_position_embeddings=max_positions,
         pad_token_id=0,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     config.to_json_file(str(folder / "config.json"))
     settings = {"do_lower_case": True, "model_max_length": max_positions, "tokenizer_class": "BertTokenizer"}

@@ -87,6 +87,10 @@ class DecodeSection(Section):
     """Replacement clips tried in a row for one failed clip before giving up on the batch."""
     loader_timeout_s: float = Field(0.0, ge=0)
     """DataLoader watchdog: abort when a batch takes longer (catches decoders hung in native code); 0 = off."""
+    cache_mb: int = Field(0, ge=0)
+    """Keep whole decoded videos in memory, up to this many MiB per process, so each is decoded once instead of
+    once per draw (same pixels); for data sets that fit, such as the quickstart's. With `data.num_workers` > 0
+    every worker keeps its own copy for its lifetime. 0 = off."""
 
 
 class SparseSampling(Section):

@@ -79,6 +79,7 @@ class Session:
             prefetch_factor=data.prefetch_factor,
             pin_memory=data.pin_memory and acc.device.type == "cuda",
             timeout_s=self.recipe.decode.loader_timeout_s,
+            persistent=self.recipe.decode.cache_mb > 0,
         )
         return sampler, loader
 

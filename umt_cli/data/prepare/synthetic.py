@@ -174,7 +174,9 @@ def prepare_synthetic(source: SyntheticSource) -> dict[str, object]:
             counts[split] = len(rows)
     (out / "train_images.json").write_text(json.dumps(stills, indent=1) + "\n", encoding="utf-8")
     (out / "classes.txt").write_text("\n".join(f"moving {d}" for d in DIRECTIONS) + "\n", encoding="utf-8")
-    write_tiny_bert(out / "bert", words=caption_words())
+    # No dropout: a BERT trained from scratch on these few dozen captions aligns far faster without it (contrastive
+    # only, 800 steps of 64 on 512 videos: test text->video R@1 0.31-0.38 without dropout, 0.08 with 0.1; chance 0.02).
+    write_tiny_bert(out / "bert", words=caption_words(), dropout=0.0)
     manifest = {"kind": "synthetic", "format": FORMAT, "options": source.model_dump(mode="json"), "videos": counts,
                 "images": len(stills), "classes": 4}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
