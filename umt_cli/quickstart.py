@@ -39,16 +39,18 @@ class QuickstartSize:
     pretrain: tuple[str, ...] = ()
 
 
-DISTILL = ("student.img_size=32", "teacher.input_size=32", "decode.cache_mb=1024")
-"""The quickstart's stage-1 overrides: the stage-2 resolution, and every video decoded once (kept in memory)."""
-
-PRETRAIN = (
+DISTILL = (
     # 32 px (2 x 2 patches a frame): the tiny ViT learns the direction of motion there within a few hundred steps;
-    # at 64 px it needs far more than the demo's budget.
+    # at 64 px it needs far more than the demo's budget. Stage 1 runs at the resolution stage 2 starts from.
     "student.img_size=32",
     "teacher.input_size=32",
-    "student.drop_path=0",
     "decode.cache_mb=1024",  # 512 videos of 96 x 80 x 32 frames: ~380 MB, each decoded once instead of ~20 times
+)
+"""The quickstart's stage-1 overrides (stage 2 takes them too)."""
+
+PRETRAIN = (
+    *DISTILL,
+    "student.drop_path=0",
     "data.num_workers=1",  # crops and the teacher's pass overlap
     # Contrastive learning needs negatives: 64 a batch (the recipe's 8/16 suit the 4-step tests, not learning).
     "data.corpora.clips.batch_size=64",
@@ -115,7 +117,7 @@ class _Steps:
 
     def __init__(self, console: Console) -> None:
         self.console, self.index, self.seconds = console, 0, {}
-        self.started = self.last = time.perf_counter()
+        self.last = time.perf_counter()
 
     def next(self, name: str, what: str) -> None:
         now = time.perf_counter()

@@ -155,6 +155,9 @@ def _recipe_rows() -> list[Fault]:
         Fault("string for a bool", lambda t, m, o: ["recipe", "validate", k710, 'augment.flip="yes"'], 2,
               "augment.flip"),
         Fault("infinite learning rate", lambda t, m, o: ["recipe", "validate", k710, "optim.lr=inf"], 2, "optim.lr"),
+        Fault("negative decode cache", lambda t, m, o: ["recipe", "validate", k710, "decode.cache_mb=-1"], 2,
+              "decode.cache_mb"),
+        Fault("quickstart --out is a file", _quickstart_into_a_file, 1, "file.txt"),
         Fault("restoring an unknown key", lambda t, m, o: ["recipe", "validate", k710, "~data.batch_sise"], 2,
               "data.batch_sise"),
         Fault("option and override disagree", lambda t, m, o: ["prepare-data", "synthetic", "--out", str(t / "s"),
@@ -164,6 +167,11 @@ def _recipe_rows() -> list[Fault]:
         Fault("recipe cp onto a read-only file system", _cp_read_only, 1, "Read-only file system"),
         Fault("recipe cp onto a full disk", _cp_full_disk, 1, "No space left on device"),
     ]  # fmt: skip
+
+
+def _quickstart_into_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:
+    (tmp_path / "file.txt").write_text("x")
+    return ["quickstart", "--size", "small", "--out", str(tmp_path / "file.txt")]
 
 
 def _unreadable_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> list[str]:

@@ -36,7 +36,7 @@ def test_quickstart_runs_the_whole_chain_and_learns(tmp_path):
     assert summary["verdict"]["recall"] and summary["verdict"]["motion"] and summary["learned"].startswith("yes")
 
 
-def test_quickstart_reuses_its_data_and_starts_a_new_run(tmp_path):
+def test_quickstart_refuses_an_unknown_size(tmp_path):
     from umt_cli.quickstart import SIZES
 
     assert set(SIZES) == {"default", "small"}

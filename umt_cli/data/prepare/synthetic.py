@@ -37,9 +37,9 @@ __all__ = [
     "prepare_synthetic",
 ]
 
-FORMAT = 3
+FORMAT = 4
 """Version of the layout above (2: still images and the tiny BERT folder; 3: each video entry also names its
-`colour`, `shape` and `direction`); `umt quickstart` regenerates older sets."""
+`colour`, `shape` and `direction`; 4: the tiny BERT has no dropout); `umt quickstart` regenerates older sets."""
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
