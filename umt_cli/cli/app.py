@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from umt_cli import __version__
-from umt_cli.cli import distill, evaluate, export, prepare_data, pretrain, quickstart, recipe
+from umt_cli.cli import distill, evaluate, export, prepare_data, pretrain, quickstart, recipe, score
 from umt_cli.cli._help import CONTEXT, Command, Group
 
 HELP = (
@@ -31,6 +31,7 @@ app.command("pretrain", cls=Command)(pretrain.pretrain)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(evaluate.app, name="eval", help="Alias of `umt evaluate`.")
 app.command("export", cls=Command, short_help=export.SHORT_HELP)(export.export)
+app.add_typer(score.app, name="score")
 app.add_typer(recipe.app, name="recipe")
 app.command(
     "quickstart",
@@ -38,7 +39,7 @@ app.command(
     short_help="The whole chain on CPU on synthetic data: distill, pretrain, evaluate, export.",
 )(quickstart.quickstart)
 
-COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "export", "recipe", "quickstart")
+COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "export", "score", "recipe", "quickstart")
 """Every top-level command; a test checks the registered commands against this list."""
 
 

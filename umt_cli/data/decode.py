@@ -178,8 +178,11 @@ def open_video(path: str | Path, *, backend: str = "auto", short_side: int | Non
     """
     path = Path(path)
     check_video_file(path)
-    name = resolve_backend(backend)
-    reader: VideoReader = DecordReader(path, short_side) if name == "decord" else PyAVReader(path, short_side)
+    if path.suffix.lower() == ".gif":  # what text-to-video models often write; no video backend needed
+        reader: VideoReader = GifReader(path, short_side)
+    else:
+        name = resolve_backend(backend)
+        reader = DecordReader(path, short_side) if name == "decord" else PyAVReader(path, short_side)
     if reader.num_frames <= 0:
         reader.close()
         raise DecodeFailure("short_video", path, "no frames")
@@ -201,6 +204,45 @@ def read_image(path: str | Path, *, short_side: int | None = None) -> np.ndarray
             return np.array(image)[None]  # a writable copy (torch refuses read-only arrays)
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DecodeFailure("decode_fail", path, str(error)) from None
+
+
+class GifReader:
+    """An animated GIF read with Pillow: each frame as Pillow composes it (disposal applied), RGBA with the alpha
+    channel dropped (the FETV protocol's RGBA -> RGB). `fps` comes from the first frame's duration (0 if none)."""
+
+    def __init__(self, path: Path, short_side: int | None = None) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        self.path, self.short_side = path, short_side
+        try:
+            self._image = Image.open(path)
+            self.num_frames = int(getattr(self._image, "n_frames", 1))
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise DecodeFailure("open_fail", path, str(error)) from None
+        duration = self._image.info.get("duration") or 0
+        self.fps = 1000.0 / duration if duration > 0 else 0.0
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        wanted = clamp_indices(indices, self.num_frames)
+        frames = {}
+        try:
+            for index in sorted(set(wanted)):  # Pillow composes GIF frames in order: seek forward only
+                self._image.seek(index)
+                frames[index] = self._to_array(self._image.convert("RGBA"))
+        except (OSError, ValueError, EOFError) as error:
+            raise DecodeFailure("decode_fail", self.path, str(error)) from None
+        return np.stack([frames[i] for i in wanted])  # (T, H, W, 3)
+
+    def _to_array(self, frame: object) -> np.ndarray:
+        from PIL import Image
+
+        size = scaled_size(*frame.size, self.short_side)  # type: ignore[attr-defined]
+        if size != frame.size:  # type: ignore[attr-defined]
+            frame = frame.resize(size, Image.Resampling.BILINEAR)  # type: ignore[attr-defined]
+        return np.asarray(frame)[..., :3]
+
+    def close(self) -> None:
+        self._image.close()
 
 
 class DecordReader:

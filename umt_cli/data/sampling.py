@@ -15,6 +15,7 @@ __all__ = [
     "sparse_indices",
     "dense_indices",
     "interval_indices",
+    "linspace_indices",
     "segment_view_indices",
     "FrameSampler",
     "build_frame_sampler",
@@ -81,6 +82,21 @@ def interval_indices(n: int, t: int, *, generator: torch.Generator | None) -> li
     else:
         indices = sorted(torch.randperm(n, generator=generator)[:count].tolist())
     return indices + [indices[-1]] * (t - len(indices))
+
+
+def linspace_indices(n: int, t: int) -> list[int]:
+    """Evenly spaced frames with the first and the last included (t2v_metrics' UMT scores):
+    `int(linspace(0, n - 1, min(t, n)))`, padded with the last index when the video has fewer than `t` frames
+    (upstream stacks fewer frames than the model takes and fails; padding is what the other protocols do)."""
+    if n <= 0 or t <= 0:
+        raise ValueError(f"need n > 0 and t > 0, got n={n}, t={t}")
+    count = min(t, n)
+    if count == 1:
+        indices = [0]
+    else:  # as numpy.linspace computes it: i * step, the last point exact, truncated toward zero
+        step = (n - 1) / (count - 1)
+        indices = [int(i * step) for i in range(count - 1)] + [n - 1]
+    return indices + [indices[-1]] * (t - count)
 
 
 def segment_view_indices(n: int, t: int, *, num_clips: int = 1, generator: torch.Generator | None) -> list[list[int]]:

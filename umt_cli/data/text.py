@@ -21,7 +21,15 @@ if TYPE_CHECKING:  # torch and transformers load on first use: caption cleaning 
     from torch import Tensor
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["SPECIAL_TOKENS", "clean_caption", "TextBatch", "build_tokenizer", "tokenize", "write_tiny_bert"]
+__all__ = [
+    "SPECIAL_TOKENS",
+    "clean_caption",
+    "TextBatch",
+    "build_tokenizer",
+    "tokenize",
+    "word_piece_counts",
+    "write_tiny_bert",
+]
 
 _DELETE = re.compile(r"[,.'!?\"()*#:;~]")
 _SPACES = re.compile(r"\s{2,}")
@@ -119,6 +127,12 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], *, max
         ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
         mask[row, : len(sequence)] = 1
     return TextBatch(ids, mask)
+
+
+def word_piece_counts(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str]) -> list[int]:
+    """How many WordPiece tokens each caption has before `tokenize` cuts it (special tokens not counted): a caption
+    with more than `max_len - 1` (official form) is truncated."""
+    return [len(pieces) for pieces in _word_pieces(tokenizer, captions)]
 
 
 def _word_pieces(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str]) -> list[list[int]]:

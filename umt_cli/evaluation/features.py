@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from umt_cli.data.decode import DecodeFailure, open_video
 from umt_cli.data.failures import deadline
-from umt_cli.data.sampling import interval_indices
+from umt_cli.data.sampling import interval_indices, linspace_indices
 from umt_cli.data.text import tokenize
 from umt_cli.data.transforms import normalize, resize_square, to_tchw
 from umt_cli.models.config import Preprocess
@@ -29,6 +29,8 @@ from umt_cli.utils.progress import Progress
 __all__ = [
     "Shard",
     "ClipReader",
+    "ClipBlocks",
+    "blocks_loader",
     "VideoFeatures",
     "TextFeatures",
     "encode_videos",
@@ -58,13 +60,14 @@ class Shard:
 
 @dataclass(frozen=True)
 class ClipReader:
-    """Decodes one evaluation clip: `middle` sampling of `num_frames` frames (optionally within the first 30 s),
-    resized as `preprocess` says, normalised. Returns float32 (C, T, S, S)."""
+    """Decodes one evaluation clip: `num_frames` frames sampled as `preprocess.sampling` says (optionally within the
+    first 30 s), resized as `preprocess` says (`antialias`ed if asked), normalised. Returns float32 (C, T, S, S)."""
 
     preprocess: Preprocess
     backend: str = "auto"
     trimmed30: bool = False
     timeout_s: float = 60.0
+    antialias: bool = False
 
     def __call__(self, path: Path) -> Tensor:
         p = self.preprocess
@@ -74,16 +77,22 @@ class ClipReader:
                 n = reader.num_frames
                 if self.trimmed30 and reader.fps > 0 and n / reader.fps > TRIM_SECONDS:
                     n = int(TRIM_SECONDS * reader.fps)
-                frames = reader.get_batch(interval_indices(n, p.num_frames, generator=None))  # (T, H, W, C)
+                frames = reader.get_batch(self.indices(n))  # (T, H, W, C)
             finally:
                 reader.close()
         video = to_tchw(np.ascontiguousarray(frames))  # (T, C, H, W) uint8
         if p.resize != "square":
             raise ValueError(f"retrieval clips are resized square, got preprocess.resize = {p.resize!r}")
-        return normalize(resize_square(video, p.size), p.mean, p.std)  # (C, T, S, S)
+        return normalize(resize_square(video, p.size, antialias=self.antialias), p.mean, p.std)  # (C, T, S, S)
+
+    def indices(self, n: int) -> list[int]:
+        """The frames read from a video of `n` frames."""
+        if self.preprocess.sampling == "linspace":
+            return linspace_indices(n, self.preprocess.num_frames)
+        return interval_indices(n, self.preprocess.num_frames, generator=None)
 
 
-class _ClipBlocks(Dataset):
+class ClipBlocks(Dataset):
     """Dataset of one process's blocks: item i is block i, decoded (failures reported, not raised)."""
 
     def __init__(self, paths: Sequence[Path], blocks: list[list[int]], reader: ClipReader) -> None:
@@ -125,11 +134,12 @@ class TextFeatures:
 
 
 def _as_is(block: object) -> object:
-    """A block is collated by `_ClipBlocks` itself (a module-level function: workers may be spawned)."""
+    """A block is collated by `ClipBlocks` itself (a module-level function: workers may be spawned)."""
     return block
 
 
-def _blocks_loader(dataset: Dataset, num_workers: int) -> Iterator:
+def blocks_loader(dataset: Dataset, num_workers: int) -> Iterator:
+    """Iterate `ClipBlocks` (decoded in `num_workers` processes): (indices, videos or None, failure reasons)."""
     return iter(DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_as_is))
 
 
@@ -152,7 +162,7 @@ def encode_videos(
     tokens: list[Tensor] = []
     frames: list[Tensor] = []
     failed: dict[int, str] = {}
-    for block, videos, reasons in _blocks_loader(_ClipBlocks(paths, blocks, reader), num_workers):
+    for block, videos, reasons in blocks_loader(ClipBlocks(paths, blocks, reader), num_workers):
         good = [v for v in videos if v is not None]
         failed.update({i: r for i, r in zip(block, reasons) if r is not None})
         if good:

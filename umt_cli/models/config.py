@@ -82,7 +82,8 @@ class Preprocess:
         mean, std: Pixel statistics: a frame is fed as `(x / 255 - mean) / std`.
         size: Side of the square centre crop after resizing the short side to it.
         num_frames: Frames per clip.
-        sampling: Frame sampling (`middle`: the middle frame of `num_frames` equal segments).
+        sampling: Frame sampling: `middle`, the middle frame of `num_frames` equal segments; `linspace`, evenly
+            spaced with the first and last frames (a text-to-video scoring protocol, `umt_cli.scoring.protocols`).
         resize: `square` (resize to size x size, bicubic: the official retrieval test transform) or `crop` (short
             side to `size`, then centre crops: the classification test transform).
         max_len: Caption tokens, special tokens included.
@@ -93,7 +94,7 @@ class Preprocess:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     size: int = 224
     num_frames: int = 4
-    sampling: Literal["middle"] = "middle"
+    sampling: Literal["middle", "linspace"] = "middle"
     resize: Literal["square", "crop"] = "square"
     max_len: int = 32
     add_sep: bool = False

@@ -118,8 +118,14 @@ class VideoTextModel(nn.Module):
         Returns:
             tokens (B, N, D), the fusion layers' memory; frames (B, T, E), the l2-normalised per-frame embeddings.
         """
+        tokens, frames = self.video_embeddings(video)
+        return tokens, nn.functional.normalize(frames, dim=-1)
+
+    def video_embeddings(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """`encode_video` before the l2 normalisation: tokens (B, N, D) and per-frame `vision_proj(pool_norm(frame
+        mean))` (B, T, E). The text-to-video scores read both: UMT-FVD's feature is the mean of the frames' rows."""
         out = self.vision_encoder(video, per_frame=True)
-        return out.tokens, nn.functional.normalize(self.vision_proj(out.pooled), dim=-1)
+        return out.tokens, self.vision_proj(out.pooled)
 
     def encode_text(self, ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Text-only pass: hidden states (B, L, Dtxt) for fusion, and the l2-normalised `[CLS]` embedding (B, E)."""
