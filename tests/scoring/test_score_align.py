@@ -103,7 +103,9 @@ def test_the_output_names_the_protocol_and_every_override(tmp_path, official_mod
                                     "precision": {"protocol": "fp16", "used": "fp32",
                                                   "why": "the CPU computes in fp32"}}  # fmt: skip
     assert "fetv · 4 frames (middle) · 32 px, no antialias · raw text, 32 tokens · fp32 on cpu" in result.output
-    assert "overridden: size 224 -> 32, frames 12 -> 4, clean_text True -> False" in result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("protocol: "))
+    changes = line.split("overridden: ")[1].split(", ")
+    assert sorted(changes) == ["clean_text True -> False", "frames 12 -> 4", "precision fp16 -> fp32", "size 224 -> 32"]
     assert "1 prompt(s) longer than 32 tokens were truncated: 3" in result.output
 
 
