@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from scoring_models import tiny_config
 from test_protocols import reference_clip
 from torch.nn import functional as F
 from typer.testing import CliRunner

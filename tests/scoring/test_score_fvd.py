@@ -43,7 +43,9 @@ def test_the_distance_equals_a_numpy_scipy_reference(n_fake, n_real):
     real = (rng.normal(0.0, 1.0, (n_real, 768)) * np.linspace(0.5, 1.5, 768)).astype(np.float32)
     ours = frechet_distance(feature_stats(fake), feature_stats(real))
     assert ours == pytest.approx(reference_fvd(fake, real), rel=1e-6)
-    assert ours > 1.0 and frechet_distance(feature_stats(real), feature_stats(real)) == pytest.approx(0, abs=1e-4)  # of ~900
+    assert ours > 1.0 and frechet_distance(feature_stats(real), feature_stats(real)) == pytest.approx(
+        0, abs=1e-4
+    )  # of ~900
 
 
 def test_subsets_are_those_of_the_global_random_module_and_all_items_when_n_is_large():
@@ -100,9 +102,7 @@ def by_hand_features(model, folder, antialias: bool) -> np.ndarray:
     return np.stack(rows)
 
 
-def test_video_folders_are_encoded_once_then_read_from_the_cache(
-    tmp_path, official_model, score_videos, monkeypatch
-):
+def test_video_folders_are_encoded_once_then_read_from_the_cache(tmp_path, official_model, score_videos, monkeypatch):
     import shutil
 
     folder = tmp_path / "videos"

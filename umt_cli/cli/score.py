@@ -89,10 +89,13 @@ def align(
     antialias: Antialias = None,
     clean_text: Annotated[
         bool | None,
-        typer.Option("--clean-text/--raw-text", help="Override: clean prompts as the official code does.",
-                     show_default=False),
+        typer.Option(
+            "--clean-text/--raw-text", help="Override: clean prompts as the official code does.", show_default=False
+        ),
     ] = None,  # fmt: skip
-    max_len: Annotated[int | None, typer.Option("--max-len", min=2, metavar="L", help="Override: prompt tokens.")] = None,
+    max_len: Annotated[
+        int | None, typer.Option("--max-len", min=2, metavar="L", help="Override: prompt tokens.")
+    ] = None,
     precision: Precision = None,
     text_encoder: TextEncoder = None,
     trust_checkpoint: Trust = False,
@@ -115,8 +118,11 @@ app.command("align", cls=Command)(align)
 def fvd(
     real: Annotated[
         Path,
-        typer.Option("--real", metavar="DIR|FEATS", help="Real videos (a folder) or their features (.safetensors, "
-                     ".pt such as ChronoMagic's references, .npy)."),
+        typer.Option(
+            "--real",
+            metavar="DIR|FEATS",
+            help="Real videos (a folder) or their features (.safetensors, .pt such as ChronoMagic's references, .npy).",
+        ),
     ],  # fmt: skip
     fake: Annotated[
         Path, typer.Option("--fake", metavar="DIR|FEATS", help="Generated videos (a folder) or their features.")
@@ -128,8 +134,11 @@ def fvd(
     protocol: Protocol = "fetv",
     n: Annotated[
         list[str] | None,
-        typer.Option("--n", metavar="N[,N...]", help="Subset sizes (repeat or comma-separate; default "
-                     "32,64,128,256,300,512,1024)."),
+        typer.Option(
+            "--n",
+            metavar="N[,N...]",
+            help="Subset sizes (repeat or comma-separate; default 32,64,128,256,300,512,1024).",
+        ),
     ] = None,  # fmt: skip
     seeds: Annotated[
         list[str] | None,

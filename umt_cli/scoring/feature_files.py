@@ -127,8 +127,8 @@ def save_cached(path: Path, features: np.ndarray, key: Mapping[str, object], fai
 
     try:
         with atomic_path(path) as tmp:
-            save_file({"features": np.ascontiguousarray(features, dtype=np.float32)}, str(tmp),
-                      metadata={"format": FORMAT, "key": json.dumps(key), "failed": json.dumps(dict(failed))})  # fmt: skip
+            header = {"format": FORMAT, "key": json.dumps(key), "failed": json.dumps(dict(failed))}
+            save_file({"features": np.ascontiguousarray(features, dtype=np.float32)}, str(tmp), metadata=header)
     except OSError as error:
         warnings.warn(f"features not cached: {path.parent} cannot be written ({error.strerror or error})",
                       stacklevel=2)  # fmt: skip

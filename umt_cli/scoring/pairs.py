@@ -27,6 +27,8 @@ from umt_cli.utils.progress import Progress
 
 __all__ = ["PairOutputs", "score_pairs"]
 
+ONE_PROCESS = Shard()
+
 
 @dataclass
 class PairOutputs:
@@ -50,7 +52,7 @@ def score_pairs(
     max_len: int = 32,
     features: bool = False,
     batch_size: int = 8,
-    shard: Shard = Shard(),
+    shard: Shard = ONE_PROCESS,
     device: torch.device | str = "cpu",
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     num_workers: int = 0,

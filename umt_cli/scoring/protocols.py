@@ -11,7 +11,7 @@ returns the settings used and the record of what differs from the named protocol
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from umt_cli.data.text import clean_caption

@@ -142,11 +142,11 @@ def _align(o: dict[str, Any], head: str, protocol: ScoreProtocol, record: dict, 
 def _print_align(result: dict[str, Any], path: Path) -> None:
     from umt_cli.cli._common import print_summary
 
-    mean = result["mean"]
+    mean, weights = result["mean"], result["protocol"]["weights"]
     print_summary(f"{result['metric']} ({result['head']})", {
         "mean": "-" if mean is None else f"{mean:.4f}",
         "pairs scored": result["count"],
-        "weights": f"{result['protocol']['weights']['file']} (sha256 {str(result['protocol']['weights']['sha256'])[:12]})",
+        "weights": f"{weights['file']} (sha256 {str(weights['sha256'])[:12]})",
     })  # fmt: skip
     print(f"protocol: {_protocol_line(result['protocol'])}")  # one unwrapped line: it is quoted with the number
     warnings = result["warnings"]
@@ -170,7 +170,9 @@ def _protocol_line(record: dict[str, Any]) -> str:
             f"{'cleaned' if record['clean_text'] else 'raw'} text, {record['max_len']} tokens · "
             f"{record['precision']} on {record['device']}")  # fmt: skip
     if record["overridden"]:
-        changed = ", ".join(f"{key} {value['protocol']} -> {value['used']}" for key, value in record["overridden"].items())
+        changed = ", ".join(
+            f"{key} {value['protocol']} -> {value['used']}" for key, value in record["overridden"].items()
+        )
         line += f" · overridden: {changed}"
     return line
 
@@ -336,7 +338,7 @@ def _print_fvd(result: dict[str, Any], path: Path) -> None:
     from umt_cli.cli._common import print_summary
 
     rows = {}
-    for name, figure in result["figures"].items():
+    for figure in result["figures"].values():
         value = figure["value"]
         rows[figure["label"]] = "-" if value is None else f"{value:.2f}"
     for side in ("real", "fake"):
