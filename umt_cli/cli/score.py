@@ -136,8 +136,10 @@ def fvd(
         list[str] | None,
         typer.Option(
             "--n",
+            "--sizes",
             metavar="N[,N...]",
-            help="Subset sizes (repeat or comma-separate; default 32,64,128,256,300,512,1024).",
+            help="Subset sizes (repeat or comma-separate; default 32,64,128,256,300,512,1024). Under accelerate "
+            "launch or torchrun write --sizes: their parsers take --n for an abbreviation of their own options.",
         ),
     ] = None,  # fmt: skip
     seeds: Annotated[

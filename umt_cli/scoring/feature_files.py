@@ -3,8 +3,8 @@ of computed features kept next to the videos.
 
 A cache file is `umt-fvd-features-<digest>.safetensors` in the videos' folder: the (n, E) float32 features in video
 id order, with the key they were made under in the header. The key holds every setting that made them: the
-checkpoint's sha256, the protocol's settings as used (precision included), the decode backend, and each video's id,
-size and modification time; the digest is the key's sha256, so a changed checkpoint, protocol or video set reads
+checkpoint's sha256, the protocol's settings as used (precision included), the decode backend, the videos' folder,
+and each video's id, size and modification time; the digest is the key's sha256, so a changed checkpoint, protocol or video set reads
 another file, and a file is used only if its stored key equals the key asked for.
 """
 
@@ -94,8 +94,9 @@ def cache_key(
             files.append([key, stat.st_size, stat.st_mtime_ns])
         except OSError:
             files.append([key, None, None])  # unreadable now: it fails (and is named) when decoded
+    folders = sorted({str(path.parent.resolve()) for path in videos.values()})
     return {"format": FORMAT, "checkpoint_sha256": checkpoint_sha256, "protocol": settings, "backend": backend,
-            "videos": files}  # fmt: skip
+            "folders": folders, "videos": files}  # fmt: skip
 
 
 def cache_file(folder: Path, key: Mapping[str, object]) -> Path:
