@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from safetensors.numpy import load_file
 

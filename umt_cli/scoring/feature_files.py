@@ -4,8 +4,8 @@ of computed features kept next to the videos.
 A cache file is `umt-fvd-features-<digest>.safetensors` in the videos' folder: the (n, E) float32 features in video
 id order, with the key they were made under in the header. The key holds every setting that made them: the
 checkpoint's sha256, the protocol's settings as used (precision included), the decode backend, the videos' folder,
-and each video's id, size and modification time; the digest is the key's sha256, so a changed checkpoint, protocol or video set reads
-another file, and a file is used only if its stored key equals the key asked for.
+and each video's id, size and modification time. The digest is the key's sha256, so a changed checkpoint, protocol
+or video set reads another file, and a file is used only if its stored key equals the key asked for.
 """
 
 from __future__ import annotations
