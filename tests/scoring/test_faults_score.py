@@ -119,32 +119,59 @@ ROWS = [
     row("align: empty prompt file", _prompts(""), 1, "prompts.json: the file is empty"),
     row("align: prompt file not JSON", _prompts("{'0': 'a cat'"), 1, "prompts.json: not JSON (line 1"),
     row("align: prompt file not UTF-8", _prompts(b'{"0": "caf\xe9"}'), 1, "prompts.json line 1: not UTF-8"),
-    row("align: a record without a prompt", _prompts('[{"video": "0.mp4", "title": "x"}]'), 1,
-        "entry 0 has no prompt or caption or text"),  # fmt: skip
+    row(
+        "align: a record without a prompt",
+        _prompts('[{"video": "0.mp4", "title": "x"}]'),
+        1,
+        "entry 0 has no prompt or caption or text",
+    ),
     row("align: a CSV without an id column", _prompts("name,prompt\n0,a cat\n", "p.csv"), 1, "p.csv: row 2 has no id"),
     row("align: no prompt matches a video", _prompts('{"cat": "a cat"}'), 1, "no prompt id matches a video file name"),
     row("align: --videos missing", lambda t, m, i: align_args(t, i, videos=t / "absent"), 2, "absent not found"),
     row("align: two videos with one id", _duplicate_ids, 1, "two videos with the id '0'"),
-    row("align: unknown protocol", lambda t, m, i: align_args(t, i, "--protocol", "vbench"), 2,
-        "--protocol 'vbench'"),  # fmt: skip
+    row(
+        "align: unknown protocol", lambda t, m, i: align_args(t, i, "--protocol", "vbench"), 2, "--protocol 'vbench'"
+    ),
     row("align: unknown head", lambda t, m, i: align_args(t, i, "--head", "softmax"), 2, "--head 'softmax'"),
-    row("align: half precision on the CPU", lambda t, m, i: align_args(t, i, "--precision", "fp16", "--device", "cpu"),
-        2, "--precision fp16 needs a GPU"),  # fmt: skip
+    row(
+        "align: half precision on the CPU",
+        lambda t, m, i: align_args(t, i, "--precision", "fp16", "--device", "cpu"),
+        2,
+        "--precision fp16 needs a GPU",
+    ),
     row("align: truncated checkpoint", _truncated_checkpoint, 1, "ckpt_best.pth"),
-    row("align: --out is a file", lambda t, m, i: align_args(t, i, "--out", str(prompts_file(t, "x", "taken"))), 2,
-        "taken: is a file"),  # fmt: skip
+    row(
+        "align: --out is a file",
+        lambda t, m, i: align_args(t, i, "--out", str(prompts_file(t, "x", "taken"))),
+        2,
+        "taken: is a file",
+    ),
     row("align: read-only output folder", _read_only_out, 1, "out"),
     row("fvd: features of another width", _wrong_width, 1, "features 512 wide, but --real"),
     row("fvd: not a feature file", _not_features, 1, "gt1649_feats.pt: not a readable feature file"),
     row("fvd: a 3-D feature tensor", _three_dims, 1, "real.pt: features must be one (videos, width) matrix"),
     row("fvd: NaN features", _nan_features, 1, "real.npy: the features hold NaN"),
     row("fvd: a video folder without --ckpt", lambda t, m, i: fvd_args(t, i.videos, i.videos), 2, "--ckpt: needed"),
-    row("fvd: --n not a number", lambda t, m, i: fvd_args(t, features(t, "a.npy.safetensors", 4), features(
-        t, "b.safetensors", 4), "--n", "32,abc"), 2, "--n 'abc': not an integer"),  # fmt: skip
-    row("fvd: --real missing", lambda t, m, i: fvd_args(t, t / "absent.pt", features(t, "b.safetensors", 4)), 2,
-        "--real: "),  # fmt: skip
-    row("fvd: --real of an unknown kind", lambda t, m, i: fvd_args(t, prompts_file(t, "x", "real.txt"),
-        features(t, "b.safetensors", 4)), 2, "real.txt: not a folder of videos, nor a feature file"),  # fmt: skip
+    row(
+        "fvd: --n not a number",
+        lambda t, m, i: fvd_args(
+            t, features(t, "a.npy.safetensors", 4), features(t, "b.safetensors", 4), "--n", "32,abc"
+        ),
+        2,
+        "--n 'abc': not an integer",
+    ),
+    row(
+        "fvd: --real missing",
+        lambda t, m, i: fvd_args(t, t / "absent.pt", features(t, "b.safetensors", 4)),
+        2,
+        "--real: ",
+    ),
+    row(
+        "fvd: --real of an unknown kind",
+        lambda t, m, i: fvd_args(t, prompts_file(t, "x", "real.txt"), features(t, "b.safetensors", 4)),
+        2,
+        "real.txt: not a folder of videos, nor a feature file",
+    ),
 ]
 
 
