@@ -129,9 +129,7 @@ ROWS = [
     row("align: no prompt matches a video", _prompts('{"cat": "a cat"}'), 1, "no prompt id matches a video file name"),
     row("align: --videos missing", lambda t, m, i: align_args(t, i, videos=t / "absent"), 2, "absent not found"),
     row("align: two videos with one id", _duplicate_ids, 1, "two videos with the id '0'"),
-    row(
-        "align: unknown protocol", lambda t, m, i: align_args(t, i, "--protocol", "vbench"), 2, "--protocol 'vbench'"
-    ),
+    row("align: unknown protocol", lambda t, m, i: align_args(t, i, "--protocol", "vbench"), 2, "--protocol 'vbench'"),
     row("align: unknown head", lambda t, m, i: align_args(t, i, "--head", "softmax"), 2, "--head 'softmax'"),
     row(
         "align: half precision on the CPU",
