@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import random
 import resource
 import statistics
@@ -72,22 +71,40 @@ WIDTH, HEIGHT, VIDEO_FRAMES, FPS = 320, 240, 48, 24  # the generated videos
 PRESETS = {
     "b16": {
         "vision": {"dim": 768, "depth": 12, "num_heads": 12, "patch_size": 16},
-        "text": {"vocab_size": 30522, "hidden_size": 768, "num_layers": 12, "num_heads": 12,
-                 "intermediate_size": 3072, "fusion_layer": 9},  # fmt: skip
+        "text": {
+            "vocab_size": 30522,
+            "hidden_size": 768,
+            "num_layers": 12,
+            "num_heads": 12,
+            "intermediate_size": 3072,
+            "fusion_layer": 9,
+        },
         "embed_dim": 512,
         "size": 224,
     },
     "l16": {
         "vision": {"dim": 1024, "depth": 24, "num_heads": 16, "patch_size": 16},
-        "text": {"vocab_size": 30522, "hidden_size": 1024, "num_layers": 24, "num_heads": 16,
-                 "intermediate_size": 4096, "fusion_layer": 19},  # fmt: skip
+        "text": {
+            "vocab_size": 30522,
+            "hidden_size": 1024,
+            "num_layers": 24,
+            "num_heads": 16,
+            "intermediate_size": 4096,
+            "fusion_layer": 19,
+        },
         "embed_dim": 768,
         "size": 224,
     },
     "tiny": {
         "vision": {"dim": 64, "depth": 2, "num_heads": 2, "patch_size": 16},
-        "text": {"vocab_size": 1000, "hidden_size": 64, "num_layers": 4, "num_heads": 2,
-                 "intermediate_size": 256, "fusion_layer": 2},  # fmt: skip
+        "text": {
+            "vocab_size": 1000,
+            "hidden_size": 64,
+            "num_layers": 4,
+            "num_heads": 2,
+            "intermediate_size": 256,
+            "fusion_layer": 2,
+        },
         "embed_dim": 32,
         "size": 32,
     },
@@ -195,14 +212,16 @@ class RefText(nn.Module):
     """xbert's `BertModel` in `text` and `fusion` modes, keys `bert.*`: `RefBertLayer` (Hugging Face-style explicit
     scores + extended masks), a cross-attention sub-layer from `fusion_layer` on. The sizes of `PRESETS`."""
 
-    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, fusion_layer: int,
-                 vision_dim: int, **_) -> None:  # fmt: skip
+    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                 fusion_layer: int, vision_dim: int) -> None:  # fmt: skip
         super().__init__()
+        assert intermediate_size == 4 * hidden_size, "RefBertLayer's feed-forward is 4x wide, as in BERT"
         self.fusion_layer, self.num_layers = fusion_layer, num_layers
         self.bert = nn.Module()
         emb = self.bert.embeddings = nn.Module()
         emb.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=0)
-        emb.position_embeddings, emb.token_type_embeddings = nn.Embedding(512, hidden_size), nn.Embedding(2, hidden_size)
+        emb.position_embeddings = nn.Embedding(512, hidden_size)
+        emb.token_type_embeddings = nn.Embedding(2, hidden_size)
         emb.LayerNorm, emb.dropout = nn.LayerNorm(hidden_size, eps=1e-12), nn.Dropout(0.1)
         self.bert.encoder = nn.Module()
         self.bert.encoder.layer = nn.ModuleList(
@@ -494,7 +513,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; default: torch's choice")
     parser.add_argument("--tolerance", type=float, default=None,
-                        help="largest relative difference allowed; default: 1e-3 CPU (fp32), 2e-2 GPU (fp16)")  # fmt: skip
+                        help="largest relative difference; default: 1e-3 CPU (fp32), 2e-2 GPU (fp16)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
@@ -521,8 +540,6 @@ def main() -> None:
         print(f"inputs and weights written in {time.perf_counter() - started:.1f} s", flush=True)
         results = run_rounds(folder, args.rounds)
     report(results, settings, args)
-    if not all(math.isfinite(r["itm_s"]) for rs in results.values() for r in rs):
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from scoring_models import tiny_config
@@ -38,19 +39,20 @@ def score(tmp_path, official_model, videos, *extra, prompts=PROMPTS, name="promp
     return result, out / "scores.json"
 
 
-def by_hand(official_model, videos, protocol: str, clean: bool, antialias: bool, frames: int):
-    """(itm, itc) per prompt id from the model's parts."""
+def by_hand(official_model, videos, protocol: str, clean: bool, antialias: bool, frames: int, prompts=PROMPTS):
+    """(itm, itc) per prompt id from the model's parts; `videos` maps an id to its file (default `<id>.mp4`)."""
     model = official_model.model
     if frames != model.vision_encoder.encoder.num_tokens // 4:  # the same weights on another frame count
         model = build_video_text(tiny_config().with_frames(frames)).eval()
         model.load_state_dict(official_model.model.state_dict())
     tokenizer = build_tokenizer(official_model.bert)
     itm, itc = {}, {}
-    for key, prompt in PROMPTS.items():
+    for key, prompt in prompts.items():
         text = clean_caption(prompt) if clean else prompt
         tokens = tokenizer([text], padding="max_length", truncation=True, max_length=32, return_tensors="pt")
         assert tokens.input_ids[0, 0] == tokenizer.cls_token_id and tokenizer.sep_token_id not in tokens.input_ids
-        video = reference_clip(videos / f"{key}.mp4", protocol, 32, antialias)[None]  # (1, 3, T, 32, 32)
+        path = videos[key] if isinstance(videos, dict) else videos / f"{key}.mp4"
+        video = reference_clip(path, protocol, 32, antialias)[None]  # (1, 3, T, 32, 32)
         with torch.no_grad():
             vision = model.vision_encoder.encoder(video, None, last=True).last  # (1, T·4, 64): all frame tokens
             hidden = model.text_encoder.encode_text(tokens.input_ids, tokens.attention_mask)  # (1, 32, 32)
@@ -147,3 +149,23 @@ def test_prompt_formats_and_unmatched_ids(tmp_path, official_model, score_videos
     assert from_csv["scores"] == from_jsonl
     assert from_csv["skipped"]["no_video"] == ["9"]
     assert "1 prompt id(s) have no video and were not scored: 9" in result.output
+
+
+def test_a_gif_is_scored_from_its_rgb_frames(tmp_path, official_model):
+    from PIL import Image
+
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    frames = []
+    for i in range(9):  # palette-exact colours survive GIF quantisation; alpha is dropped, not blended
+        frame = np.zeros((48, 64, 4), np.uint8)
+        frame[..., 3] = 255
+        frame[..., 0] = 255
+        frame[8:24, 4 * i : 4 * i + 16] = (0, 0, 255, 128)
+        frames.append(Image.fromarray(frame, "RGBA"))
+    frames[0].save(folder / "7.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    prompts = {"7": "a blue square moves right"}
+    result, path = score(tmp_path, official_model, folder, prompts=prompts)
+    assert result.exit_code == 0, result.output
+    itm, _ = by_hand(official_model, {"7": folder / "7.gif"}, "fetv", True, False, 12, prompts=prompts)
+    assert json.loads(path.read_text())["scores"]["7"] == pytest.approx(itm["7"], abs=1e-5)
