@@ -25,6 +25,8 @@ Each implementation runs in its own child process (so each one's peak memory can
 `--rounds`; the parent prints the medians of the per-video times as pairs/s and clips/s and the ratio umt /
 reference of each (goal >= 2x). On the CPU both compute in fp32; with `--device cuda`, umt uses the protocol's fp16
 autocast and the reference `autocast(fp16)` around everything, as FETV's `torch.cuda.amp.autocast(enabled=fp16)`.
+On a GPU, decoding (~30 ms a video here on one CPU core) may bound both sides: `--workers` sets how many processes
+decode for umt while the model computes; the reference decodes in its own loop, one video after the other.
 
 Presets (random weights; speed does not depend on their values):
   b16 (default): UMT-B/16 (768 x 12, 12 heads, patch 16, 224 px) and a BERT-base-sized fusion encoder (V = 30522,
@@ -121,7 +123,7 @@ WORDS = (
     "kitchen park sky water snow rain sun moon walks runs jumps flies swims dances plays eats drinks looks turns "
     "waves smiles camera zoom pan close up view shot slow motion"
 ).split()
-PROMPT_WORDS = (6, 14, 40, 22, 9, 52, 30, 17)  # 40 and 52 words: longer than the 31 WordPiece tokens a prompt keeps
+PROMPT_WORDS = (6, 40, 14, 22, 9, 52, 30, 17)  # 40 and 52 words: longer than the 31 WordPiece tokens a prompt keeps
 
 
 # --- inputs ----------------------------------------------------------------------------------------------------------
@@ -146,6 +148,7 @@ def make_prompts(count: int, seed: int) -> list[str]:
 
 
 def video_text_config(preset: dict):
+    """umt's `VideoTextConfig` of a preset at the protocol's frame count."""
     from umt_cli.models.config import TextConfig, VideoTextConfig, VisionConfig
 
     vision = VisionConfig(**preset["vision"], img_size=preset["size"], num_frames=FRAMES)
@@ -299,6 +302,7 @@ def reference_setup(settings: dict, folder: Path, device: str):
     model = RefModel(preset)
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.to(device).eval()
+    torch.backends.cudnn.benchmark = True  # as tasks/t2v_eval.py sets it (the patch embedding's Conv3d)
     # The official `[CLS] X` tokenizer: called as the script calls it, it pads and truncates to `[CLS]` + 31 tokens.
     tokenizer = build_tokenizer(folder / "tokenizer")
     if importlib.util.find_spec("decord"):
@@ -483,7 +487,10 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
         s = seconds[variant]
         rss = max(r["rss_mib"] for r in results[variant])
         workers = max(r["worker_rss_mib"] for r in results[variant])
-        extra = f" (largest decode worker {workers:.0f} MiB)" if variant == "umt" and args.workers else ""
+        # A forked worker's RSS counts the pages it shares with the main process (the model's among them).
+        extra = (
+            f" (decode worker {workers:.0f} MiB, shared pages included)" if variant == "umt" and args.workers else ""
+        )
         print(
             f"{variant:>9}: UMTScore {1 / s['itm_s']:.3g} pairs/s ({s['itm_s'] * 1e3:.0f} ms/pair), FVD features "
             f"{1 / s['fvd_s']:.3g} clips/s ({s['fvd_s'] * 1e3:.0f} ms/clip); peak RSS {rss:.0f} MiB{extra}"

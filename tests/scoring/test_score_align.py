@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from scoring_models import tiny_config
+from conftest import tiny_config
 from test_protocols import reference_clip
 from torch.nn import functional as F
 from typer.testing import CliRunner
