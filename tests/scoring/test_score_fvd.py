@@ -106,7 +106,7 @@ def test_video_folders_are_encoded_once_then_read_from_the_cache(tmp_path, offic
     import shutil
 
     folder = tmp_path / "videos"
-    shutil.copytree(score_videos, folder)
+    shutil.copytree(score_videos, folder, ignore=shutil.ignore_patterns("*.safetensors"))
     args = ["--real", folder, "--fake", folder, "--ckpt", official_model.path, "--text-encoder", official_model.bert,
             "--size", "32", "--n", "4", "--seeds", "12"]  # fmt: skip
     first, _ = fvd(tmp_path / "1", *args)
@@ -136,3 +136,27 @@ def test_video_folders_are_encoded_once_then_read_from_the_cache(tmp_path, offic
     fourth, _ = fvd(tmp_path / "4", *args[:4], "--ckpt", other, *args[6:])
     assert fourth["features"]["real"]["from"] == "computed" and fourth["features"]["real"]["cache"] != cache
     assert len(list(folder.glob("umt-fvd-features-*.safetensors"))) == 3
+
+
+def test_align_leaves_the_features_fvd_then_reads(tmp_path, official_model, score_videos, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "videos"
+    shutil.copytree(score_videos, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({str(k): "a red square" for k in range(5)}))
+    common = ["--ckpt", str(official_model.path), "--text-encoder", str(official_model.bert), "--size", "32"]
+    result = runner.invoke(app, ["score", "align", "--videos", str(folder), "--prompts", str(prompts), *common,
+                                 "--raw-text", "--out", str(tmp_path / "align")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cache = json.loads((tmp_path / "align" / "scores.json").read_text())["fvd_features"]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although align cached the features")
+
+    monkeypatch.setattr("umt_cli.models.loading.load_model", no_model)
+    result, _ = fvd(tmp_path / "fvd", "--real", folder, "--fake", folder, *common, "--n", "4", "--seeds", "12")
+    assert result["features"]["fake"] == {"source": str(folder), "count": 5, "from": "cache", "cache": cache,
+                                          "skipped": {}}  # fmt: skip
+    np.testing.assert_allclose(load_file(cache)["features"], by_hand_features(official_model.model, folder, False),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip

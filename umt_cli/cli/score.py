@@ -56,6 +56,14 @@ Precision = Annotated[
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Videos (and pairs) per batch.")]
 Backend = Annotated[str, typer.Option("--backend", metavar="auto|pyav|decord", help="Video decoder.")]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        metavar="DIR",
+        help="Where UMT-FVD feature caches go (default: next to the videos). `align` leaves one too, for `fvd`.",
+    ),
+]
 
 
 @guard
@@ -99,6 +107,7 @@ def align(
     precision: Precision = None,
     text_encoder: TextEncoder = None,
     trust_checkpoint: Trust = False,
+    cache_dir: CacheDir = None,
     batch_size: BatchSize = 8,
     workers: Workers = 0,
     backend: Backend = "auto",
@@ -151,10 +160,7 @@ def fvd(
     size: Size = None,
     antialias: Antialias = None,
     precision: Precision = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", metavar="DIR", help="Where feature caches go (default: next to the videos)."),
-    ] = None,
+    cache_dir: CacheDir = None,
     text_encoder: TextEncoder = None,
     trust_checkpoint: Trust = False,
     batch_size: BatchSize = 8,

@@ -3,7 +3,7 @@ of computed features kept next to the videos.
 
 A cache file is `umt-fvd-features-<digest>.safetensors` in the videos' folder: the (n, E) float32 features in video
 id order, with the key they were made under in the header. The key holds every setting that made them: the
-checkpoint's sha256, the protocol's settings as used (precision included), the decode backend, the videos' folder,
+checkpoint's sha256, the protocol's video settings as used (precision included), the decode backend, the videos' folder,
 and each video's id, size and modification time. The digest is the key's sha256, so a changed checkpoint, protocol
 or video set reads another file, and a file is used only if its stored key equals the key asked for.
 """
@@ -21,9 +21,12 @@ import numpy as np
 from umt_cli.errors import DataError, first_line
 from umt_cli.utils.files import atomic_path
 
-__all__ = ["FORMAT", "read_features", "cache_key", "cache_file", "load_cached", "save_cached"]
+__all__ = ["FORMAT", "VIDEO_SETTINGS", "read_features", "cache_key", "cache_file", "load_cached", "save_cached"]
 
 FORMAT = "umt-fvd-features/1"
+VIDEO_SETTINGS = ("frames", "sampling", "size", "antialias", "precision")
+"""The protocol settings a video's features depend on (the prompt settings do not): `umt score align` and
+`umt score fvd` under one protocol share a cache."""
 FEATURE_SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
 
 
@@ -86,7 +89,7 @@ def cache_key(
     checkpoint_sha256: str, protocol: Mapping[str, object], backend: str, videos: Mapping[str, Path]
 ) -> dict[str, object]:
     """Everything the features depend on (see the module docstring)."""
-    settings = {key: value for key, value in protocol.items() if key != "overridden"}
+    settings = {key: protocol[key] for key in VIDEO_SETTINGS}
     files = []
     for key, path in videos.items():
         try:

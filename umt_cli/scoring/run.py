@@ -116,9 +116,10 @@ def _align(o: dict[str, Any], head: str, protocol: ScoreProtocol, record: dict, 
     reader = clip_reader(protocol, loaded.config.preprocess, backend=o["backend"])
     with progress("scoring", total=len(pairing.ids), enabled=runtime.main) as bar:
         outputs = score_pairs(model, pairing.videos, reader, prompts=texts, tokenizer=tokenizer,
-                              max_len=protocol.max_len, batch_size=o["batch_size"],
+                              max_len=protocol.max_len, features=True, batch_size=o["batch_size"],
                               shard=Shard(runtime.rank, runtime.world), device=runtime.device,
                               autocast=runtime.autocast, num_workers=o["workers"], bar=bar)  # fmt: skip
+    cache = _keep_features(o, loaded, record, pairing, outputs) if runtime.main else None
     values = getattr(outputs, head)
     scores = {key: value for i, (key, value) in enumerate(zip(pairing.ids, values)) if i not in outputs.failed}
     name, definition = HEADS[head]
@@ -136,7 +137,25 @@ def _align(o: dict[str, Any], head: str, protocol: ScoreProtocol, record: dict, 
             "unreadable": {pairing.ids[i]: reason for i, reason in outputs.failed.items()},
         },
         "unused_videos": pairing.unused_videos,
+        "fvd_features": cache,
     }
+
+
+def _keep_features(o: dict, loaded: Any, record: dict, pairing: Any, outputs: Any) -> str | None:
+    """The same pass computed each video's UMT-FVD feature: cache them as `umt score fvd` would (a later `fvd` on
+    this folder, checkpoint and protocol then only computes the distance). Only for a folder of videos."""
+    from umt_cli.data.decode import resolve_backend
+    from umt_cli.scoring.feature_files import cache_file, cache_key, save_cached
+
+    folder = Path(o["videos"])
+    if not folder.is_dir():
+        return None
+    videos = dict(zip(pairing.ids, pairing.videos))
+    key = cache_key(loaded.sha256, record, resolve_backend(o["backend"]), videos)
+    path = cache_file(Path(o["cache_dir"]) if o.get("cache_dir") else folder, key)
+    kept = [i for i in range(len(pairing.ids)) if i not in outputs.failed]
+    failed = {pairing.ids[i]: reason for i, reason in outputs.failed.items()}
+    return str(path) if save_cached(path, outputs.features[kept].numpy(), key, failed) else None
 
 
 def _print_align(result: dict[str, Any], path: Path) -> None:
