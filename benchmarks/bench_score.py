@@ -17,6 +17,9 @@ equal segments), 224 x 224 bicubic without antialiasing, ImageNet statistics, pr
      video tokens as cross-attention memory (all-ones mask); `itm_head(fused[:, 0])[:, 1]`.
   2. UMT-FVD features, clips/s: `vision_proj(pool_norm(per-frame token mean)).mean(over frames)` per video.
      umt: `score_pairs(features=True)`; reference: decode, encode and project one video at a time.
+  3. Both metrics of the generated videos, the FETV workflow: its two scripts encode every video twice (the
+     reference's time is the sum of 1 and 2); `umt score align` computes both in one pass and caches the features
+     `umt score fvd` then reads (umt: `score_pairs(prompts=..., features=True)`).
 Both carry the same random weights (umt's, seeded, every bias and LayerNorm perturbed so that a mis-mapped one would
 show, saved once by the parent and loaded by both); their UMTScores and features must agree to float tolerance
 (max |difference| printed; the run fails if it is larger than `--tolerance` relative to the largest value).
@@ -384,7 +387,14 @@ def umt_setup(settings: dict, folder: Path, device: str):
     def features(videos: list[Path]) -> torch.Tensor:
         return score_pairs(model, videos, reader, features=True, **common).features  # (n, E)
 
-    return umtscore, features
+    def both(videos: list[Path], prompts: list[str]) -> tuple[list[float], torch.Tensor]:
+        """`umt score align`'s pass: UMTScores and the FVD features it caches for `umt score fvd`, one encoding."""
+        texts = [prompt_text(protocol, prompt) for prompt in prompts]
+        out = score_pairs(model, videos, reader, prompts=texts, tokenizer=tokenizer, max_len=protocol.max_len,
+                          features=True, **common)  # fmt: skip
+        return out.itm, out.features
+
+    return umtscore, features, both
 
 
 # --- measuring -------------------------------------------------------------------------------------------------------
@@ -409,20 +419,28 @@ def child(variant: str, folder: Path) -> dict:
         torch.set_num_threads(settings["threads"])
     videos = sorted((folder / "videos").iterdir())
     prompts = settings["prompts"]
+    both = None
     if variant == "reference":  # FETV cleans prompts when it builds its dataset (`pre_text`), before any timing
         umtscore, features = reference_setup(settings, folder, device)
         prompts = [clean_caption(p) for p in prompts]
     else:  # umt cleans them inside its timed call (`prompt_text`)
-        umtscore, features = umt_setup(settings, folder, device)
+        umtscore, features, both = umt_setup(settings, folder, device)
     # Warm-up (thread pools, allocator, kernels): one video on the CPU, a full block of umt's on the GPU.
     warm = 1 if device == "cpu" else min(settings["batch_size"], len(videos))
     umtscore(videos[:warm], prompts[:warm])
     features(videos[:warm])
     itm_s, itm = timed(device, lambda: umtscore(videos, prompts))
     fvd_s, feats = timed(device, lambda: features(videos))
+    # Both metrics of the generated videos: FETV runs two scripts (two encodings); `umt score align` one pass.
+    both_s = itm_s + fvd_s
+    if both is not None:
+        both_s, (both_itm, both_feats) = timed(device, lambda: both(videos, prompts))
+        same = torch.allclose(torch.tensor(both_itm), torch.tensor(itm), rtol=1e-4, atol=1e-4)
+        assert same and torch.allclose(both_feats, feats, rtol=1e-4, atol=1e-4), "one pass must give two's numbers"
     return {
         "itm_s": itm_s,
         "fvd_s": fvd_s,
+        "both_s": both_s,
         "itm": itm,
         "features": feats.tolist(),
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # MiB on Linux
@@ -444,7 +462,7 @@ def run_rounds(folder: Path, rounds: int) -> dict[str, list[dict]]:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             results[variant].append(result)
             print(f"  round {r + 1}/{rounds} {variant:>9}: UMTScore {result['itm_s']:.2f} s, FVD features "
-                  f"{result['fvd_s']:.2f} s", flush=True)  # fmt: skip
+                  f"{result['fvd_s']:.2f} s, both {result['both_s']:.2f} s", flush=True)  # fmt: skip
     return results
 
 
@@ -481,7 +499,7 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
         f"than {MAX_LEN - 1} tokens); umt: {args.batch_size} videos a block, {args.workers} worker(s), "
         f"{resolve_backend('auto')}; reference: {decoder}, one video / pair at a time; median of {args.rounds} round(s)"
     )
-    seconds = {variant: {key: statistics.median(r[key] / n for r in rs) for key in ("itm_s", "fvd_s")}
+    seconds = {variant: {key: statistics.median(r[key] / n for r in rs) for key in ("itm_s", "fvd_s", "both_s")}
                for variant, rs in results.items()}  # fmt: skip
     for variant in ("reference", "umt"):
         s = seconds[variant]
@@ -502,9 +520,12 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
         f"max |diff| {diff['features'][0]:.2e} (relative {diff['features'][1]:.2e}); tolerance {args.tolerance:g}: "
         f"{'FAILED' if failed else 'ok'}"
     )
-    ratios = {key: seconds["reference"][key] / seconds["umt"][key] for key in ("itm_s", "fvd_s")}
+    ratios = {key: seconds["reference"][key] / seconds["umt"][key] for key in ("itm_s", "fvd_s", "both_s")}
     print(f"speed-up umt vs reference: UMTScore {ratios['itm_s']:.2f}x, FVD features {ratios['fvd_s']:.2f}x "
           f"(goal >= 2x)")  # fmt: skip
+    print(f"both metrics of the generated videos (FETV: two scripts, two encodings; umt: `score align`, whose pass "
+          f"caches the features `score fvd` reads): reference {seconds['reference']['both_s'] * 1e3:.0f} ms/video, "
+          f"umt {seconds['umt']['both_s'] * 1e3:.0f} ms/video: {ratios['both_s']:.2f}x")  # fmt: skip
     if failed:
         sys.exit(f"FAILED: umt's {' and '.join(failed)} differ from the reference's beyond {args.tolerance:g}")
     side_by_side.gpu_memory_and_exit_code(results, args.device, min(ratios.values()))
