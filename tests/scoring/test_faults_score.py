@@ -139,6 +139,12 @@ ROWS = [
     ),
     row("align: truncated checkpoint", _truncated_checkpoint, 1, "ckpt_best.pth"),
     row(
+        "align: a tokenizer hub id not in the cache (nothing is downloaded)",
+        lambda t, m, i: align_args(t, ScoreInputs(i.ckpt, Path("nobody/bert-missing"), i.videos)),
+        2,
+        "nobody/bert-missing: not a local folder, and not in the Hugging Face cache",
+    ),
+    row(
         "align: --out is a file",
         lambda t, m, i: align_args(t, i, "--out", str(prompts_file(t, "x", "taken"))),
         2,

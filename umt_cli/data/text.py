@@ -65,13 +65,13 @@ class TextBatch:
         )
 
 
-def build_tokenizer(source: str | Path, *, add_sep: bool = False) -> PreTrainedTokenizerBase:
+def build_tokenizer(source: str | Path, *, add_sep: bool = False, cached_only: bool = False) -> PreTrainedTokenizerBase:
     """The WordPiece tokenizer of a BERT folder (`vocab.txt`, optional `tokenizer_config.json`) or hub id.
 
     A `transformers` fast BERT tokenizer whose single-sentence template is the official `[CLS] X` (no `[SEP]`,
     docs/pitfalls.md, P25) unless `add_sep`; pairs keep `[CLS] A [SEP] B [SEP]` as upstream. Its truncation counts
     the template's special tokens, so calling it directly with `padding="max_length", truncation=True` gives what
-    `tokenize` gives (tested).
+    `tokenize` gives (tested). `cached_only`: a hub id is read from the hub cache, never downloaded.
 
     Raises:
         UsageError: Not a folder with `vocab.txt` nor a reachable hub id, or an unreadable vocabulary.
@@ -81,7 +81,7 @@ def build_tokenizer(source: str | Path, *, add_sep: bool = False) -> PreTrainedT
 
     from umt_cli.models.text_loading import resolve_bert_folder
 
-    folder = resolve_bert_folder(source, files=("vocab.txt",))
+    folder = resolve_bert_folder(source, files=("vocab.txt",), cached_only=cached_only)
     try:
         tokenizer = BertTokenizerFast.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as error:

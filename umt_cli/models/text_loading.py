@@ -117,7 +117,9 @@ def _fill_tied_decoder(weights: dict[str, Tensor], source: str) -> None:
             raise CheckpointError(f"text encoder from {source}: {key} differs from {tied_to}, but they are tied")
 
 
-def resolve_bert_folder(source: str | Path, *, files: Sequence[str] = ("config.json",), weights: bool = False) -> Path:
+def resolve_bert_folder(
+    source: str | Path, *, files: Sequence[str] = ("config.json",), weights: bool = False, cached_only: bool = False
+) -> Path:
     """The local folder of a BERT `source`: a folder as is, or a Hugging Face hub id fetched through the hub cache.
 
     A hub id works offline when cached (`HF_HUB_OFFLINE=1` never touches the network); a missing folder fails at
@@ -127,6 +129,7 @@ def resolve_bert_folder(source: str | Path, *, files: Sequence[str] = ("config.j
         source: A folder, or a hub id such as `bert-base-uncased`.
         files: Files the folder must hold (`config.json`, `vocab.txt`).
         weights: It must also hold a weight file (`WEIGHT_FILES`).
+        cached_only: A hub id is looked up in the hub cache only, never downloaded.
 
     Raises:
         UsageError: One line naming `source`: not a folder and not a reachable hub id, or a needed file missing.
@@ -137,7 +140,7 @@ def resolve_bert_folder(source: str | Path, *, files: Sequence[str] = ("config.j
     elif path.exists() or not _HUB_ID.fullmatch(str(source)):
         raise UsageError(f"{source}: no such folder; the text encoder source {_FOLDER_HINT}")
     else:
-        folder = _from_hub(str(source), files, weights)
+        folder = _from_hub(str(source), files, weights, cached_only)
     missing = [name for name in files if not (folder / name).is_file()]
     if weights and _weight_file(folder) is None:
         missing.append(" or ".join(WEIGHT_FILES))
@@ -146,10 +149,13 @@ def resolve_bert_folder(source: str | Path, *, files: Sequence[str] = ("config.j
     return folder
 
 
-def _from_hub(repo_id: str, files: Sequence[str], weights: bool) -> Path:
+def _from_hub(repo_id: str, files: Sequence[str], weights: bool, cached_only: bool = False) -> Path:
     """Fetch the needed files of a hub repository (or find them in the cache); their snapshot folder."""
+    from functools import partial
+
     from huggingface_hub import hf_hub_download
 
+    hf_hub_download = partial(hf_hub_download, local_files_only=cached_only)  # noqa: N806 (shadowed on purpose)
     try:
         paths = [hf_hub_download(repo_id, name) for name in files]
         for name in ("tokenizer_config.json", "tokenizer.json") if "vocab.txt" in files else ():
@@ -160,6 +166,9 @@ def _from_hub(repo_id: str, files: Sequence[str], weights: bool) -> Path:
         if weights:
             paths.append(_first_available(repo_id, WEIGHT_FILES))
     except _hub_errors() as error:
+        if cached_only:
+            raise UsageError(f"{repo_id}: not a local folder, and not in the Hugging Face cache (nothing is downloaded "
+                             "here): pass a BERT folder with vocab.txt") from None  # fmt: skip
         raise UsageError(
             f"{repo_id}: not a local folder and not reachable as a Hugging Face hub id ({first_line(error)}); "
             f"the text encoder source {_FOLDER_HINT}"

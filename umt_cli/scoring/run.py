@@ -65,6 +65,18 @@ def _load(o: dict[str, Any], protocol: ScoreProtocol) -> Any:
     return loaded
 
 
+def _tokenizer(source: str) -> Any:
+    """The tokenizer of a local BERT folder, or of a hub id already in the hub cache: `umt score` downloads nothing
+    (the upstream scripts fetch BERT weights that the checkpoint then overwrites)."""
+    from umt_cli.data.text import build_tokenizer
+    from umt_cli.errors import first_line
+
+    try:
+        return build_tokenizer(source, cached_only=True)
+    except UsageError as error:
+        raise UsageError(f"--text-encoder: {first_line(error)}", hint="pass --text-encoder DIR") from None
+
+
 def _weights_block(loaded: Any) -> dict[str, Any]:
     return {"file": loaded.source, "sha256": loaded.sha256, "kind": loaded.kind}
 
@@ -102,14 +114,14 @@ def run_align(**o: Any) -> dict[str, Any]:
 
 
 def _align(o: dict[str, Any], head: str, protocol: ScoreProtocol, record: dict, pairing: Any, runtime: Any) -> dict:
-    from umt_cli.data.text import build_tokenizer, word_piece_counts
+    from umt_cli.data.text import word_piece_counts
     from umt_cli.evaluation.features import Shard
     from umt_cli.scoring.pairs import score_pairs
     from umt_cli.utils.progress import progress
 
     loaded = _load(o, protocol)
     model = loaded.model.to(runtime.device)
-    tokenizer = build_tokenizer(loaded.tokenizer)
+    tokenizer = _tokenizer(loaded.tokenizer)
     texts = [prompt_text(protocol, prompt) for prompt in pairing.prompts]
     truncated = [key for key, count in zip(pairing.ids, word_piece_counts(tokenizer, texts))
                  if count > protocol.max_len - 1]  # fmt: skip
