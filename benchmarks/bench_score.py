@@ -61,6 +61,7 @@ from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
+import bench_eval
 import numpy as np
 import side_by_side
 import torch
@@ -74,19 +75,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # FETV's statistics fo
 WIDTH, HEIGHT, VIDEO_FRAMES, FPS = 320, 240, 48, 24  # the generated videos
 
 PRESETS = {
-    "b16": {
-        "vision": {"dim": 768, "depth": 12, "num_heads": 12, "patch_size": 16},
-        "text": {
-            "vocab_size": 30522,
-            "hidden_size": 768,
-            "num_layers": 12,
-            "num_heads": 12,
-            "intermediate_size": 3072,
-            "fusion_layer": 9,
-        },
-        "embed_dim": 512,
-        "size": 224,
-    },
+    "b16": {key: bench_eval.PRESETS["umt-b16"][key] for key in ("vision", "text", "embed_dim", "size")},
     "l16": {
         "vision": {"dim": 1024, "depth": 24, "num_heads": 16, "patch_size": 16},
         "text": {
