@@ -165,3 +165,51 @@ def test_a_stage2_plan_uses_the_floor_schedule():
     plan = plan_steps(50, global_batch=16, optim=optim, schedule=FloorCosineSchedule(epochs=10, warmup_epochs=1))
     assert (plan.total_steps, plan.warmup_steps, plan.peak_lr, plan.final_lr) == (500, 50, 1e-4, 1e-6)
     assert plan.lr(0) == 1e-6 and plan.lr(25) == pytest.approx(5e-5) and plan.lr(50) == pytest.approx(1e-4)
+
+
+def official_layer_id(name: str, num_max_layer: int) -> int:
+    """`get_num_layer_for_vit` of the official `single_modality/optim_factory.py`, as written there."""
+    if name in ("cls_token", "mask_token", "pos_embed"):
+        return 0
+    elif name.startswith("patch_embed"):
+        return 0
+    elif name.startswith("rel_pos_bias"):
+        return num_max_layer - 1
+    elif name.startswith("blocks"):
+        return int(name.split(".")[1]) + 1
+    else:
+        return num_max_layer - 1
+
+
+@pytest.mark.parametrize(("depth", "rate"), [(12, 0.75), (24, 0.85)], ids=["B", "L"])
+def test_layer_decay_groups_follow_the_official_rule(depth, rate):
+    from umt_cli.models.classifier import build_classifier
+    from umt_cli.models.config import ClassifierConfig, VisionConfig
+    from umt_cli.utils.optim import build_adamw, layer_decay_groups
+
+    config = ClassifierConfig(vision=VisionConfig(dim=32, depth=depth, num_heads=2, img_size=32, num_frames=2),
+                              num_classes=5)  # fmt: skip
+    model = build_classifier(config)
+    groups = layer_decay_groups(model, weight_decay=0.05, layer_decay=rate, depth=depth)
+    num_layers = depth + 2  # the official assigner: values[i] = rate ** (num_layers - 1 - i)
+    scales = [rate ** (num_layers - 1 - i) for i in range(num_layers)]
+    seen = {}
+    for group in groups:
+        for name in group["names"]:
+            seen[name] = (group["lr_scale"], group["weight_decay"])
+    expected = {}
+    for name, param in model.named_parameters():
+        no_decay = param.ndim == 1 or name.endswith(".bias")  # the official skip rule (no skip list here)
+        expected[name] = (scales[official_layer_id(name, num_layers)], 0.0 if no_decay else 0.05)
+    assert seen.keys() == expected.keys()
+    for name, (scale, decay) in expected.items():
+        assert seen[name] == (pytest.approx(scale, rel=1e-12), decay), name
+    assert seen["head.weight"] == (1.0, 0.05) and seen["patch_embed.proj.weight"][0] == pytest.approx(
+        rate ** (depth + 1)
+    )
+    assert seen["blocks.0.attn.q_bias"] == pytest.approx((rate**depth, 0.0))
+    optimizer = build_adamw(model, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8, layer_decay=(rate, depth))
+    set_lr(optimizer, 2e-3)
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(2e-3 * group["lr_scale"])
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
