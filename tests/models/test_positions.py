@@ -81,6 +81,7 @@ def reference_table(dim: int, source: tuple[int, int, int], target: tuple[int, i
         ((8, 14, 14), (16, 14, 14), 3136),  # 16-frame fine-tuning (f16 files)
         ((8, 14, 14), (8, 24, 24), 4608),  # 384 px (res384 files)
         ((8, 14, 14), (16, 24, 24), 9216),  # both at once
+        ((8, 14, 14), (16, 16, 16), 4096),  # 256 px and 16 frames (finetune: the table of another geometry)
         ((8, 14, 14), (4, 7, 7), 196),  # downsampling both axes
         ((8, 16, 16), (12, 16, 16), 3072),  # p = 14 source (2048 rows), 12 frames
     ],
