@@ -1,0 +1,88 @@
+"""The fine-tuning augmentations: timm's RandAugment, random erasing and Mixup/CutMix, each drawn from an explicit
+seed, RandAugment once per clip (never per frame), the Mixup targets equal to timm's and summing to 1."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import Mixup
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+
+from umt_cli.data.clip_augment import ClipErasing, ClipMixup, ClipRandAugment, generator_seed
+
+
+def clip(frames: int = 4, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (frames, 40, 48, 3), dtype=np.uint8)
+
+
+def test_rand_augment_draws_one_transform_per_clip():
+    augment = ClipRandAugment(32)
+    same = np.repeat(clip(1), 6, axis=0)  # six identical frames
+    changed = 0
+    for seed in range(8):
+        out = augment(same, torch.Generator().manual_seed(seed))
+        assert out.shape == same.shape and out.dtype == np.uint8
+        assert all(np.array_equal(out[0], frame) for frame in out[1:]), seed  # one draw for every frame
+        changed += not np.array_equal(out[0], same[0])
+    assert changed >= 6  # four operations at magnitude ~7 almost always change the frame
+
+
+def test_rand_augment_is_timms_transform_under_the_seed():
+    frames = clip(3)
+    out = ClipRandAugment(32)(frames, torch.Generator().manual_seed(3))
+    seed = generator_seed(torch.Generator().manual_seed(3))
+    hparams = {"translate_const": 14, "interpolation": Image.Resampling.BICUBIC}  # 45 % of 32 px
+    timm_transform = rand_augment_transform("rand-m7-n4-mstd0.5-inc1", hparams)
+    for frame, got in zip(frames, out):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        assert np.array_equal(np.asarray(timm_transform(Image.fromarray(frame))), got)
+
+
+def test_rand_augment_and_erasing_leave_the_global_generators_alone():
+    video = torch.randn(3, 2, 16, 16)
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    ClipRandAugment(32)(clip(2), torch.Generator().manual_seed(0))
+    ClipErasing(1.0)(video, torch.Generator().manual_seed(0))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_erasing_is_timms_on_the_frames_as_a_batch():
+    video = torch.randn(3, 4, 16, 16)  # (C, T, H, W)
+    out = ClipErasing(1.0)(video.clone(), torch.Generator().manual_seed(1))
+    seed = generator_seed(torch.Generator().manual_seed(1))
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # the erased pixels are normal draws of torch's generator
+    expected = RandomErasing(1.0, mode="pixel", max_count=1, num_splits=1, device="cpu")(video.clone().transpose(0, 1))
+    assert torch.equal(out, expected.transpose(0, 1))
+    assert not torch.equal(out, video)
+
+
+def test_mixup_targets_match_timm_and_sum_to_one():
+    generator = torch.Generator().manual_seed(0)
+    video = torch.randn(4, 3, 2, 8, 8, generator=generator)  # (B, C, T, H, W)
+    labels = torch.tensor([0, 2, 1, 4])
+    for seed in range(6):  # both Mixup and CutMix come up
+        mixed, targets = ClipMixup(5)(video.clone(), labels, seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        timm_mix = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch",
+                         label_smoothing=0.1, num_classes=5)  # fmt: skip
+        expected_images, expected_targets = timm_mix(video.clone().reshape(4, 6, 8, 8), labels)
+        assert torch.equal(targets, expected_targets)
+        assert torch.equal(mixed, expected_images.view(4, 3, 2, 8, 8))
+        torch.testing.assert_close(targets.sum(1), torch.ones(4))
+        replaced = mixed != video  # CutMix: the same box in every frame and channel
+        assert torch.equal(replaced.any(1).any(1), replaced[:, 0, 0]) or replaced.all()
