@@ -86,3 +86,29 @@ def test_mixup_targets_match_timm_and_sum_to_one():
         torch.testing.assert_close(targets.sum(1), torch.ones(4))
         replaced = mixed != video  # CutMix: the same box in every frame and channel
         assert torch.equal(replaced.any(1).any(1), replaced[:, 0, 0]) or replaced.all()
+
+
+def test_a_clips_augmentation_depends_only_on_seed_epoch_and_index(make_clip, tmp_path):
+    """The same views whichever process computes them, with 0 or 2 workers: each is made from its sample's own
+    generator (seed, epoch, index), never from a worker's or process's global state."""
+    from torch.utils.data import DataLoader
+
+    from umt_cli.data.clip_augment import FinetuneTransform
+    from umt_cli.data.datasets import ClipLoader, VideoListDataset
+    from umt_cli.data.sampling import FrameSampler
+
+    for k in range(4):
+        make_clip(f"c{k}.mp4", frames=20, width=48, height=40)
+    (tmp_path / "train.csv").write_text("".join(f"c{k}.mp4,{k % 2}\n" for k in range(4)))
+    dataset = VideoListDataset(tmp_path / "train.csv", tmp_path, seed=3,
+                               loader=ClipLoader(FrameSampler("sparse", 4, train=True)),
+                               transform=FinetuneTransform(32, repeats=2, erasing=1.0))  # fmt: skip
+    keys = [(1, i) for i in range(4)]  # epoch 1
+    alone = [dataset[key].video for key in keys]  # this process, in order
+    for workers in (0, 2):
+        loader = DataLoader(dataset, batch_size=None, sampler=list(reversed(keys)), num_workers=workers)
+        for sample in loader:
+            assert torch.equal(sample.video, alone[sample.index]), (workers, sample.index)
+    assert alone[0].shape == (2, 3, 4, 32, 32)
+    assert not torch.equal(alone[0][0], alone[0][1])  # two independent views of one clip
+    assert not torch.equal(dataset[(2, 0)].video, alone[0])  # another epoch, other views

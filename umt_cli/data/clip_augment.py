@@ -24,7 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["seeded_global_rngs", "generator_seed", "ClipRandAugment", "ClipErasing", "ClipMixup"]
+__all__ = [
+    "seeded_global_rngs",
+    "generator_seed",
+    "ClipRandAugment",
+    "ClipErasing",
+    "ClipMixup",
+    "FinetuneTransform",
+]
 
 RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"
 """The official fine-tuning RandAugment policy."""
@@ -119,3 +126,48 @@ class ClipMixup:
         with seeded_global_rngs(seed):
             images, targets = self.mix(video.reshape(b, c * t, h, w), labels)
         return images.view(b, c, t, h, w), targets
+
+
+class FinetuneTransform:
+    """The official fine-tuning view of a clip: RandAugment (one draw for the clip) -> random-resized crop (scale
+    0.08-1, ratio 3/4-4/3, the same box for every frame) -> flip (off for SSv2) -> normalise -> random erasing; all
+    draws from the sample's generator. With `repeats` > 1 (repeated augmentation, official `num_sample = 2`) the
+    decoded frames give that many independent views, stacked: (repeats, C, T, size, size).
+
+    Args:
+        size: Output side. randaugment: A timm RandAugment policy, or None. scale, ratio: The crop's area fraction
+            and aspect-ratio ranges. flip: Random horizontal flip. erasing: Random-erasing probability (0: off).
+        mean, std: Normalisation. repeats: Views per clip.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        randaugment: str | None = RAND_AUGMENT,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: bool = True,
+        erasing: float = 0.25,
+        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        std: tuple[float, ...] = (0.229, 0.224, 0.225),
+        repeats: int = 1,
+    ) -> None:
+        from umt_cli.data.transforms import TrainTransform
+
+        self.randaugment = ClipRandAugment(size, randaugment) if randaugment else None
+        self.crop = TrainTransform(size, crop="random_resized_crop", area=scale, ratio=ratio, flip=flip, mean=mean,
+                                   std=std)  # fmt: skip
+        self.erasing = ClipErasing(erasing) if erasing > 0 else None
+        self.repeats = repeats
+
+    def __call__(self, frames: np.ndarray, generator: torch.Generator) -> Tensor:
+        """uint8 (T, H, W, C) -> float32 (C, T, size, size), or (repeats, C, T, size, size) when repeats > 1."""
+        views = [self._view(frames, generator) for _ in range(self.repeats)]
+        return views[0] if self.repeats == 1 else torch.stack(views)
+
+    def _view(self, frames: np.ndarray, generator: torch.Generator) -> Tensor:
+        if self.randaugment is not None:
+            frames = self.randaugment(frames, generator)
+        clip = self.crop(frames, generator)  # (C, T, size, size)
+        return self.erasing(clip, generator) if self.erasing is not None else clip
