@@ -93,3 +93,13 @@ def test_build_frame_sampler_from_recipe_tables():
     assert sampler(100, gen()) == dense_indices(100, 4, 2, generator=None)
     train = build_frame_sampler(SparseSampling(), 8, train=True)
     assert train(300, gen(1)) == sparse_indices(300, 8, generator=gen(1))
+
+
+def test_segment_sampler_is_the_classification_training_and_test_sampling():
+    from umt_cli.data.sampling import FrameSampler, segment_view_indices
+
+    train, test = FrameSampler("segment", 8, train=True), FrameSampler("segment", 8, train=False)
+    for n in (5, 64, 300):
+        expected = segment_view_indices(n, 8, generator=torch.Generator().manual_seed(n))[0]
+        assert train(n, torch.Generator().manual_seed(n)) == expected
+        assert test(n, None) == segment_view_indices(n, 8, generator=None)[0]

@@ -120,7 +120,7 @@ def segment_view_indices(n: int, t: int, *, num_clips: int = 1, generator: torch
 class FrameSampler:
     """Frame indices for a video of `n` frames: a recipe's `[sampling]` table bound to a frame count and a mode."""
 
-    kind: Literal["sparse", "dense", "interval"]
+    kind: Literal["sparse", "dense", "interval", "segment"]
     num_frames: int
     train: bool
     stride: int = 1
@@ -133,11 +133,13 @@ class FrameSampler:
             return sparse_indices(n, self.num_frames, generator=gen, short_video=self.short_video)
         if self.kind == "dense":
             return dense_indices(n, self.num_frames, self.stride, generator=gen)
+        if self.kind == "segment":  # classification fine-tuning: one clip (evaluation: the first of one view)
+            return segment_view_indices(n, self.num_frames, generator=gen)[0]
         return interval_indices(n, self.num_frames, generator=gen)
 
 
 def build_frame_sampler(sampling: object, num_frames: int, *, train: bool) -> FrameSampler:
-    """A `FrameSampler` from a recipe `[sampling]` table (SparseSampling, DenseSampling or IntervalSampling)."""
+    """A `FrameSampler` from a recipe `[sampling]` table (sparse, dense, interval or segment sampling)."""
     return FrameSampler(
         kind=sampling.kind,  # type: ignore[attr-defined]
         num_frames=num_frames,

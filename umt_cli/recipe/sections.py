@@ -15,6 +15,7 @@ __all__ = [
     "SparseSampling",
     "DenseSampling",
     "IntervalSampling",
+    "SegmentSampling",
     "Sampling",
     "MultiScaleCrop",
     "RandomResizedCrop",
@@ -115,7 +116,14 @@ class IntervalSampling(Section):
     kind: Literal["interval"] = "interval"
 
 
-Sampling = Annotated[SparseSampling | DenseSampling | IntervalSampling, Field(discriminator="kind")]
+class SegmentSampling(Section):
+    """Official classification fine-tuning: frame i uniform in the i-th of T segments of `(n - 1) / T` frames
+    (`umt_cli.data.sampling.segment_view_indices`)."""
+
+    kind: Literal["segment"] = "segment"
+
+
+Sampling = Annotated[SparseSampling | DenseSampling | IntervalSampling | SegmentSampling, Field(discriminator="kind")]
 
 
 class MultiScaleCrop(Section):
