@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from umt_cli import __version__
-from umt_cli.cli import distill, evaluate, export, prepare_data, pretrain, quickstart, recipe, score
+from umt_cli.cli import distill, evaluate, export, finetune, prepare_data, pretrain, quickstart, recipe, score
 from umt_cli.cli._help import CONTEXT, Command, Group
 
 HELP = (
@@ -28,6 +28,7 @@ app = typer.Typer(
 app.add_typer(prepare_data.app, name="prepare-data")
 app.command("distill", cls=Command)(distill.distill)
 app.command("pretrain", cls=Command)(pretrain.pretrain)
+app.command("finetune", cls=Command)(finetune.finetune)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(evaluate.app, name="eval", help="Alias of `umt evaluate`.")
 app.command("export", cls=Command, short_help=export.SHORT_HELP)(export.export)
@@ -39,7 +40,18 @@ app.command(
     short_help="The whole chain on CPU on synthetic data: distill, pretrain, evaluate, export.",
 )(quickstart.quickstart)
 
-COMMANDS = ("prepare-data", "distill", "pretrain", "evaluate", "eval", "export", "score", "recipe", "quickstart")
+COMMANDS = (
+    "prepare-data",
+    "distill",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "eval",
+    "export",
+    "score",
+    "recipe",
+    "quickstart",
+)
 """Every top-level command; a test checks the registered commands against this list."""
 
 

@@ -138,8 +138,8 @@ def _with_frames(
 
 
 def _load_run_weights(path: Path, num_frames: int | None) -> LoadedModel:
-    """Our stage-2 weights: the config in the header rebuilds the model; the text folder it names gives the
-    tokenizer."""
+    """Our stage-2 or fine-tuned classifier weights: the config in the header rebuilds the model; a stage-2 file's
+    text folder gives the tokenizer."""
     from safetensors import safe_open
 
     try:
@@ -149,15 +149,16 @@ def _load_run_weights(path: Path, num_frames: int | None) -> LoadedModel:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     if "config" not in meta:
         fmt = meta.get("format", "no format")
-        raise CheckpointError(f"{path}: {fmt} weights without a model config: only stage-2 weights can be evaluated")
+        raise CheckpointError(f"{path}: {fmt} weights without a model config: only stage-2 or fine-tuned classifier "
+                              "weights can be evaluated")  # fmt: skip
     try:
         config = config_from_dict(json.loads(meta["config"]), source=str(path))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: the model config in the header is not JSON") from None
     config = _with_frames(config, num_frames)
     state_dict = read_checkpoint(path)
-    model = build_video_text(config)
-    load_strict(model, state_dict, what=f"stage-2 weights {path}")
+    model = build_model(config)  # a stage-2 model, or a classifier of `umt finetune`
+    load_strict(model, state_dict, what=f"{config.kind} weights {path}")
     return LoadedModel(model.eval(), config, meta.get("text_encoder") or None, str(path), "umt-run", sha256_file(path))
 
 

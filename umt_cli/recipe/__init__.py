@@ -2,12 +2,13 @@
 
 from umt_cli.recipe.base import SCHEMA_VERSION, Recipe, Section
 from umt_cli.recipe.load import apply_overrides, dump_resolved, load_recipe, validate_recipe
-from umt_cli.recipe.recipes import AnyRecipe, DistillRecipe, PrepareDataRecipe, PretrainRecipe
+from umt_cli.recipe.recipes import AnyRecipe, DistillRecipe, FinetuneRecipe, PrepareDataRecipe, PretrainRecipe
 
 __all__ = [
     "SCHEMA_VERSION",
     "AnyRecipe",
     "DistillRecipe",
+    "FinetuneRecipe",
     "PrepareDataRecipe",
     "PretrainRecipe",
     "Recipe",

@@ -11,9 +11,14 @@ from umt_cli.recipe.prepare import DataSource
 from umt_cli.recipe.sections import (
     AugmentSection,
     CheckpointSection,
+    ClassifierSection,
     CosineLoss,
     DataSection,
     DecodeSection,
+    FinetuneAugment,
+    FinetuneDataSection,
+    FinetuneEval,
+    FinetuneInit,
     FloorCosineSchedule,
     InitSection,
     IntervalSampling,
@@ -28,6 +33,7 @@ from umt_cli.recipe.sections import (
     RunSection,
     Sampling,
     ScheduleSection,
+    SegmentSampling,
     SparseSampling,
     StudentSection,
     TeacherSection,
@@ -36,7 +42,7 @@ from umt_cli.recipe.sections import (
 )
 from umt_cli.variants import STUDENT_PRESETS, TEACHERS
 
-__all__ = ["DistillRecipe", "PretrainRecipe", "PrepareDataRecipe", "AnyRecipe", "RECIPE_TYPES"]
+__all__ = ["DistillRecipe", "PretrainRecipe", "FinetuneRecipe", "PrepareDataRecipe", "AnyRecipe", "RECIPE_TYPES"]
 
 
 class DistillRecipe(Recipe):
@@ -176,6 +182,55 @@ class PretrainRecipe(Recipe):
         return self
 
 
+class FinetuneRecipe(Recipe):
+    """Action-recognition fine-tuning of the stage-1 (or stage-2) video encoder with the official recipe: layer-wise
+    learning-rate decay, RandAugment, Mixup/CutMix, label smoothing, repeated augmentation."""
+
+    stage: Literal["finetune"] = "finetune"
+    """The command this recipe is for: `umt finetune`."""
+    data: FinetuneDataSection
+    """Labelled clips and class names."""
+    decode: DecodeSection = DecodeSection()
+    """Video decoding and bad-video handling."""
+    sampling: Sampling = SegmentSampling()
+    """Training frame sampling (official: `segment`)."""
+    augment: FinetuneAugment = FinetuneAugment()
+    """Training augmentation."""
+    model: ClassifierSection = ClassifierSection()
+    """The classifier."""
+    init: FinetuneInit = FinetuneInit()
+    """Where it starts from."""
+    optim: OptimSection = OptimSection(lr=2e-4, min_lr=1e-6, betas=(0.9, 0.999), weight_decay=0.05)
+    """Optimizer (official B/16 on K710: base lr 2e-4, scaled by clips x repeats / 256; betas (0.9, 0.999))."""
+    schedule: ScheduleSection = ScheduleSection(epochs=35, warmup_epochs=2)
+    """Training length and learning-rate schedule (official B/16 on K710: 35 epochs, 2 of warm-up)."""
+    eval: FinetuneEval = FinetuneEval()
+    """Validation and the final test."""
+    checkpoint: CheckpointSection = CheckpointSection()
+    """Checkpoint cadence."""
+    log: LogSection = LogSection()
+    """Metrics and console output."""
+    run: RunSection = RunSection()
+    """Run-wide settings."""
+
+    @model_validator(mode="after")
+    def _geometry(self) -> FinetuneRecipe:
+        m, preset = self.model, STUDENT_PRESETS[self.model.preset]
+        problems = _schedule_problems(self.optim, self.schedule)
+        if m.num_frames % m.tubelet:
+            problems.append(f"model.num_frames: {m.num_frames} is not a multiple of model.tubelet ({m.tubelet})")
+        if m.img_size % preset["patch_size"]:
+            problems.append(f"model.img_size: {m.img_size} is not a multiple of {m.preset}'s patch "
+                            f"{preset['patch_size']}")  # fmt: skip
+        views = self.data.batch_size * self.data.repeats
+        if (self.augment.mixup > 0 or self.augment.cutmix > 0) and views % 2:
+            problems.append(f"data.batch_size: {self.data.batch_size} clips x data.repeats {self.data.repeats} = "
+                            f"{views} views; Mixup/CutMix pair the views, so their count must be even")  # fmt: skip
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
 class PrepareDataRecipe(Recipe):
     """Inputs of `umt prepare-data`: which data set to build and where."""
 
@@ -185,7 +240,12 @@ class PrepareDataRecipe(Recipe):
     """The data set (`kind`: kinetics710, synthetic or video-text)."""
 
 
-RECIPE_TYPES = {"distill": DistillRecipe, "pretrain": PretrainRecipe, "prepare-data": PrepareDataRecipe}
+RECIPE_TYPES = {
+    "distill": DistillRecipe,
+    "pretrain": PretrainRecipe,
+    "finetune": FinetuneRecipe,
+    "prepare-data": PrepareDataRecipe,
+}
 """Stage name -> recipe model."""
 
-AnyRecipe = Annotated[DistillRecipe | PretrainRecipe | PrepareDataRecipe, Field(discriminator="stage")]
+AnyRecipe = Annotated[DistillRecipe | PretrainRecipe | FinetuneRecipe | PrepareDataRecipe, Field(discriminator="stage")]

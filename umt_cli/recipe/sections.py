@@ -46,6 +46,11 @@ __all__ = [
     "MlmSection",
     "PretrainLoss",
     "FloorCosineSchedule",
+    "FinetuneDataSection",
+    "FinetuneAugment",
+    "ClassifierSection",
+    "FinetuneInit",
+    "FinetuneEval",
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -463,3 +468,91 @@ class FloorCosineSchedule(Section):
     """Epochs of linear warm-up: lr x step / warm-up steps (at least `optim.min_lr`)."""
     max_steps: PositiveInt | None = None
     """Stop after this many optimizer steps (the schedule is fitted to them); unset = epochs x steps per epoch."""
+
+
+# --- `umt finetune` (classification fine-tuning, official `single_modality/run_class_finetuning.py`) ----------------
+
+
+class FinetuneDataSection(DataSection):
+    """Labelled clips: `path,label` lists (labels 0-based) and the class names."""
+
+    classes: TomlPath
+    """Class names, one a line: line i names label i (also what a head is remapped by)."""
+    val_list: TomlPath | None = None
+    """Held-out list validated after every epoch (one view); the best epoch's weights are kept."""
+    test_list: TomlPath | None = None
+    """List of the final multi-view test (`eval.clips` x `eval.crops`) after training."""
+    repeats: PositiveInt = 2
+    """Repeated augmentation: views made from each decoded clip (official `num_sample` 2)."""
+    batch_size: PositiveInt = 8
+    """Clips per process and micro-batch (each gives `repeats` views)."""
+
+
+class FinetuneAugment(Section):
+    """Fine-tuning augmentation (official: RandAugment, random-resized crop, flip, random erasing, Mixup/CutMix)."""
+
+    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
+    """timm RandAugment policy, one draw for all frames of a clip; null: none."""
+    scale: Annotated[tuple[Fraction, Fraction], FromToml] = (0.08, 1.0)
+    """Random-resized crop: range of the crop's area fraction."""
+    ratio: Annotated[tuple[float, float], FromToml] = (3 / 4, 4 / 3)
+    """Random-resized crop: range of the aspect ratio."""
+    flip: bool = True
+    """Random horizontal flip (off for Something-Something, whose labels name directions)."""
+    erasing: float = Field(0.25, ge=0, le=1)
+    """Random-erasing probability (`pixel` mode, one box a frame)."""
+    mixup: float = Field(0.8, ge=0)
+    """Mixup Beta parameter (0: off)."""
+    cutmix: float = Field(1.0, ge=0)
+    """CutMix Beta parameter (0: off)."""
+    switch_prob: float = Field(0.5, ge=0, le=1)
+    """Chance of CutMix instead of Mixup when both are on."""
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Label smoothing of the (soft) targets."""
+    normalize: Literal["imagenet", "clip"] = "imagenet"
+    """Pixel statistics."""
+
+
+class ClassifierSection(Section):
+    """The video ViT classifier (`fc_norm` on the mean of all tokens, then a linear head)."""
+
+    preset: STUDENT_PRESETS.field() = "umt-b16"  # type: ignore[valid-type]
+    """Architecture (umt-b16, umt-l16, or a tiny test preset)."""
+    num_frames: PositiveInt = 16
+    """Frames per clip."""
+    tubelet: PositiveInt = 1
+    """Frames per token."""
+    img_size: PositiveInt = 224
+    """Input side in pixels."""
+    drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    """Stochastic depth of the last block (official 0.1 B, 0.2 L)."""
+    layer_decay: float = Field(0.75, gt=0, le=1)
+    """Layer-wise learning-rate decay (official 0.75 B, 0.85 L): layer i learns at decay^(depth + 1 - i)."""
+    pos_temporal: Literal["interpolate", "extend"] = "interpolate"
+    """Position table for this geometry: the official interpolation of the 8-frame, 224-px table, or the sinusoid
+    regenerated for N tokens."""
+    checkpoint_blocks: int = Field(0, ge=0)
+    """Blocks recomputed in the backward pass (memory for compute)."""
+
+
+class FinetuneInit(Section):
+    """Where the classifier starts from."""
+
+    checkpoint: TomlPath | None = None
+    """A stage-1, stage-2, retrieval or fine-tuned classification checkpoint (file or run/export folder); null:
+    random weights (tests only)."""
+    label_map: TomlPath | None = None
+    """The checkpoint's class names (one a line), to carry a fine-tuned head to `data.classes` by name."""
+    trust: bool = False
+    """Allow legacy .pth files that need full unpickling (only for files you trust)."""
+
+
+class FinetuneEval(Section):
+    """Validation and the final test."""
+
+    clips: PositiveInt = 4
+    """Clips per test video (official 4; 2 for SSv2)."""
+    crops: PositiveInt = 3
+    """Crops per clip (official 3)."""
+    batch_size: PositiveInt = 4
+    """Videos per evaluation batch."""

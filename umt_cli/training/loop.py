@@ -44,6 +44,9 @@ class StepOutput:
 
 StepFn = Callable[[Any, int], StepOutput]
 """A stage's maths for one micro-batch: `(batch, epoch) -> StepOutput`."""
+EpochEndFn = Callable[[int], "dict[str, float] | None"]
+"""Called by every process after each finished epoch (e.g. validation): `epoch -> values to log, or None`. After a
+resume at an epoch's end it is called again for that epoch, so it must skip work it has recorded as done."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,10 @@ class WeightsExport:
     metadata: dict[str, str]
 
 
-def fit(run: Run, step: StepFn, export: WeightsExport) -> dict[str, object]:
+def fit(run: Run, step: StepFn, export: WeightsExport, on_epoch_end: EpochEndFn | None = None) -> dict[str, object]:
     """Train (resuming when the run was opened with a resume point), checkpoint, export; return the run summary,
-    also written to `summary.json`. Resuming a run that already finished changes nothing and returns its summary."""
+    also written to `summary.json`. Resuming a run that already finished changes nothing and returns its summary.
+    `on_epoch_end(epoch)` runs after every epoch (see `EpochEndFn`)."""
     started = time.monotonic()
     state, health = TrainState(), DataHealth(max_fail_ratio=run.recipe.decode.max_fail_ratio)
     if run.resume_from is not None:
@@ -68,7 +72,7 @@ def fit(run: Run, step: StepFn, export: WeightsExport) -> dict[str, object]:
     plan = run.plan
     try:
         with progress(run.recipe.stage, plan.total_steps, start=state.steps_done, enabled=run.main) as bar:
-            _train(run, step, state, health, metrics, bar)
+            _train(run, step, state, health, metrics, bar, on_epoch_end)
     finally:
         if metrics is not None:
             metrics.close()
@@ -99,9 +103,17 @@ def _metrics_writer(run: Run, state: TrainState) -> MetricsWriter:
 
 
 def _train(
-    run: Run, step: StepFn, state: TrainState, health: DataHealth, metrics: MetricsWriter | None, bar: Progress
+    run: Run,
+    step: StepFn,
+    state: TrainState,
+    health: DataHealth,
+    metrics: MetricsWriter | None,
+    bar: Progress,
+    on_epoch_end: EpochEndFn | None = None,
 ) -> None:
     plan = run.plan
+    if state.steps_done and state.steps_done % plan.steps_per_epoch == 0:  # resumed at an epoch's end
+        _epoch_end(run, state, metrics, on_epoch_end)
     run.model.train()
     while state.steps_done < plan.total_steps:
         epoch, offset = divmod(state.steps_done, plan.steps_per_epoch)
@@ -125,6 +137,18 @@ def _train(
         if state.steps_done % plan.steps_per_epoch == 0:
             report_skipped(run, all_processes(run, health))
             health.check(final=True)
+            _epoch_end(run, state, metrics, on_epoch_end)
+
+
+def _epoch_end(run: Run, state: TrainState, metrics: MetricsWriter | None, on_epoch_end: EpochEndFn | None) -> None:
+    """The stage's end-of-epoch work for the epoch just finished, its values logged at this step."""
+    if on_epoch_end is None:
+        return
+    epoch = state.steps_done // run.plan.steps_per_epoch - 1
+    values = on_epoch_end(epoch)
+    if values and metrics is not None:
+        metrics.write(state.steps_done, {"epoch": epoch, **values})
+    run.model.train()
 
 
 def optimizer_step(run: Run, step: StepFn, batches: Iterator[Any], epoch: int, state: TrainState) -> StepMetrics:
