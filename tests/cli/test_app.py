@@ -113,6 +113,7 @@ def _leaf_commands() -> dict[tuple[str, ...], object]:
 SHIPPED = {
     "k710": lambda: read_toml(resolve_recipe("k710")),
     "pretrain": lambda: read_toml(resolve_recipe("pretrain/b16_5m_4f")),
+    "finetune": lambda: read_toml(resolve_recipe("finetune/b16_k710_f8")),
     "kinetics710": lambda: read_toml(resolve_recipe("data/kinetics710")),
     "synthetic": lambda: {"schema_version": 1, "stage": "prepare-data", "source": {"kind": "synthetic"}},
     "video-text": lambda: {
@@ -124,6 +125,7 @@ SHIPPED = {
 EXAMPLE_BASE = {
     ("distill",): "k710",
     ("pretrain",): "pretrain",
+    ("finetune",): "finetune",
     ("recipe", "show"): "k710",
     ("recipe", "validate"): "k710",
     ("prepare-data", "synthetic"): "synthetic",

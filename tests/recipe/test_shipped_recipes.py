@@ -6,8 +6,10 @@ from umt_cli.recipe.catalog import shipped_recipes
 from umt_cli.recipe.load import read_toml, validate_recipe
 
 RECIPES = shipped_recipes()
-FOLDER_STAGE = {"data": "prepare-data", "quickstart": None, "distill": "distill", "pretrain": "pretrain"}
-COMMAND = {"distill": "umt distill", "pretrain": "umt pretrain", "prepare-data": "umt prepare-data"}
+FOLDER_STAGE = {"data": "prepare-data", "quickstart": None, "distill": "distill", "pretrain": "pretrain",
+                "finetune": "finetune"}  # fmt: skip
+COMMAND = {"distill": "umt distill", "pretrain": "umt pretrain", "finetune": "umt finetune",
+           "prepare-data": "umt prepare-data"}  # fmt: skip
 
 
 def test_recipes_are_found():
