@@ -491,8 +491,8 @@ class FinetuneDataSection(DataSection):
 class FinetuneAugment(Section):
     """Fine-tuning augmentation (official: RandAugment, random-resized crop, flip, random erasing, Mixup/CutMix)."""
 
-    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
-    """timm RandAugment policy, one draw for all frames of a clip; null: none."""
+    randaugment: str = "rand-m7-n4-mstd0.5-inc1"
+    """timm RandAugment policy, one draw for all frames of a clip; "" for none."""
     scale: Annotated[tuple[Fraction, Fraction], FromToml] = (0.08, 1.0)
     """Random-resized crop: range of the crop's area fraction."""
     ratio: Annotated[tuple[float, float], FromToml] = (3 / 4, 4 / 3)
