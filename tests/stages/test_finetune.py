@@ -119,3 +119,27 @@ def test_sigkill_then_resume_auto_continues_exactly(tmp_path, synthetic_dir):
     assert losses(broken) == losses(straight)
     a, b = load_file(straight / "classifier.safetensors"), load_file(broken / "classifier.safetensors")
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_two_processes_train_validate_and_test(tmp_path, synthetic_dir):
+    """On two processes (gloo, torchrun) the run trains on half a batch each, validates and tests with the work
+    sharded, and one process writes; the final test runs while the processes still form a group."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run_dir = tmp_path / "run"
+    overrides = [o for o in finetune_overrides(synthetic_dir) if not o.startswith("data.batch_size=")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+               "-m", "umt_cli", "finetune", "quickstart/finetune", *overrides, "data.batch_size=1", "--run-dir",
+               str(run_dir)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_batch"] == 4 and summary["steps"] == 8  # 1 clip x 2 views x 2 processes
+    test = json.loads((run_dir / "test.json").read_text())
+    assert test["processes"] == 2 and test["counts"]["evaluated"] == 4
+    assert summary["test"]["top1"] == test["metrics"]["top1"]
+    assert len((run_dir / "validation.jsonl").read_text().splitlines()) == 2

@@ -258,16 +258,14 @@ def run(
     """Fine-tune, validate every epoch, keep the best weights, export `classifier.safetensors` (the last epoch) and
     test the best (or last) weights on `data.test_list`; returns the run summary (also `summary.json`)."""
     c = setup(recipe, open_session(recipe, run_dir, resume=resume), overrides or [])
-    summary = fit(c.training, partial(step, c), WeightsExport(WEIGHTS, _metadata(c, {})), on_epoch_end=Validator(c))
-    if recipe.data.test_list is not None:
-        summary["test"] = _final_test(c)
-        if c.training.main:
-            write_json(c.training.run_dir / "summary.json", summary)
-    return summary
+    final_test = partial(_final_test, c) if recipe.data.test_list is not None else None
+    return fit(c.training, partial(step, c), WeightsExport(WEIGHTS, _metadata(c, {})), on_epoch_end=Validator(c),
+               on_end=final_test)  # fmt: skip
 
 
 def _final_test(c: Components) -> dict[str, Any]:
-    """The official multi-view test of the best epoch's weights (the last epoch's without validation)."""
+    """The official multi-view test of the best epoch's weights (the last epoch's without validation): `{"test":
+    ...}` for the summary. The model ends with those weights (the last epoch's are already exported)."""
     from safetensors.torch import load_file
 
     best = c.training.run_dir / BEST
@@ -276,7 +274,8 @@ def _final_test(c: Components) -> dict[str, Any]:
     result = evaluate(c, c.recipe.data.test_list, split="test", clips=c.recipe.eval.clips, crops=c.recipe.eval.crops)
     if c.training.main:
         write_json(c.training.run_dir / "test.json", result)
-    return {"weights": BEST if best.is_file() else WEIGHTS, **{k: result["metrics"][k] for k in ("top1", "top5")}}
+    metrics = {key: result["metrics"][key] for key in ("top1", "top5")}
+    return {"test": {"weights": BEST if best.is_file() else WEIGHTS, **metrics}}
 
 
 def _metadata(c: Components, extra: dict[str, str]) -> dict[str, str]:

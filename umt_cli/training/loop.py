@@ -57,10 +57,17 @@ class WeightsExport:
     metadata: dict[str, str]
 
 
-def fit(run: Run, step: StepFn, export: WeightsExport, on_epoch_end: EpochEndFn | None = None) -> dict[str, object]:
+def fit(
+    run: Run,
+    step: StepFn,
+    export: WeightsExport,
+    on_epoch_end: EpochEndFn | None = None,
+    on_end: Callable[[], dict[str, object]] | None = None,
+) -> dict[str, object]:
     """Train (resuming when the run was opened with a resume point), checkpoint, export; return the run summary,
     also written to `summary.json`. Resuming a run that already finished changes nothing and returns its summary.
-    `on_epoch_end(epoch)` runs after every epoch (see `EpochEndFn`)."""
+    `on_epoch_end(epoch)` runs after every epoch (see `EpochEndFn`); `on_end()` after the export, on every process
+    while they still form a group (e.g. a final test), and what it returns joins the summary."""
     started = time.monotonic()
     state, health = TrainState(), DataHealth(max_fail_ratio=run.recipe.decode.max_fail_ratio)
     if run.resume_from is not None:
@@ -91,6 +98,8 @@ def fit(run: Run, step: StepFn, export: WeightsExport, on_epoch_end: EpochEndFn 
         "data": everyone.line(),
         "wall_time_s": round(time.monotonic() - started, 1),
     }
+    if on_end is not None:
+        summary |= on_end()
     if run.main:
         write_json(run.run_dir / "summary.json", summary)
     run.accelerator.end_training()
