@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import kill_once_checkpointed, read_metrics
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from umt_cli.cli.app import app
+from umt_cli.models.loading import load_model
+from umt_cli.models.official import import_classifier
 
 runner = CliRunner()
 
@@ -55,6 +58,11 @@ def test_finetune_trains_validates_keeps_the_best_and_tests(tmp_path, synthetic_
     assert evaluated.exit_code == 0, evaluated.output
     again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert again["metrics"]["top1"] == test["metrics"]["top1"]
+    # the saved file reloads bit-identically, through our loader and through the official-layout importer
+    reloaded = load_model(run_dir / "best.safetensors").model.state_dict()
+    assert reloaded.keys() == best.keys() and all(torch.equal(reloaded[k], best[k]) for k in best)
+    imported = import_classifier(dict(best), source="best.safetensors")  # an official fine-tuned file's names
+    assert imported.state_dict.keys() == best.keys() and all(torch.equal(imported.state_dict[k], best[k]) for k in best)
 
 
 def test_a_stage1_student_initialises_the_classifier(tmp_path, synthetic_dir, tiny_overrides):
