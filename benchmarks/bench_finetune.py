@@ -3,9 +3,9 @@
 `optim_factory.py`, `utils.py`) computes it, augmentation included.
 
 One optimizer step, timed from the decoded frames on: `--batch` clips (uint8 (T, H, W, 3) arrays as the decoder
-returns them; default 2 clips of 8 frames at 320 x 568, the short side of OpenGVLab's Kinetics copies) each augmented
-into 2 views (official `num_sample = 2`), Mixup/CutMix of the views, the classifier forward, soft-target
-cross-entropy, backward, the gradient norm and AdamW over layer-decay parameter groups.
+returns them; default 2 clips of 8 frames at 320 x 568, a full-resolution decode of a 16:9 video kept at short
+side 320) each augmented into 2 views (official `num_sample = 2`), Mixup/CutMix of the views, the classifier
+forward, soft-target cross-entropy, backward, the gradient norm and AdamW over layer-decay parameter groups.
   umt: `FinetuneTransform(repeats=2)` on each clip with the sample's generator (`ClipRandAugment` -> uint8
       random-resized crop -> flip -> normalise the crop -> `ClipErasing`), `collate`, then the engine's
       `optimizer_step` around `finetune.step` (`ClipMixup`, `VideoClassifier` with `scaled_dot_product_attention`,

@@ -134,3 +134,16 @@ def test_build_train_transform(section):
     transform = build_train_transform(section, 32)
     assert transform.crop == section.crop.kind
     assert transform(smooth_clip(), gen()).shape == (3, 4, 32, 32)
+
+
+def test_crop_resize_without_antialias_is_the_official_float_interpolation():
+    """The fine-tuning crop (official `random_resized_crop`): float bilinear without antialias, rounded to uint8."""
+    import torch.nn.functional as F
+
+    from umt_cli.data.transforms import crop_resize
+
+    video = torch.randint(0, 256, (2, 3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = crop_resize(video, (5, 3, 50, 30), (16, 16), antialias=False)
+    expected = F.interpolate(video[:, :, 3:33, 5:55].float(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert out.dtype == torch.uint8 and torch.equal(out, expected.clamp(0, 255).round().to(torch.uint8))
+    assert not torch.equal(out, crop_resize(video, (5, 3, 50, 30), (16, 16)))  # antialias changes the pixels

@@ -156,8 +156,9 @@ class FinetuneTransform:
         from umt_cli.data.transforms import TrainTransform
 
         self.randaugment = ClipRandAugment(size, randaugment) if randaugment else None
+        # Official `random_resized_crop`: float frames, bilinear, no antialias.
         self.crop = TrainTransform(size, crop="random_resized_crop", area=scale, ratio=ratio, flip=flip, mean=mean,
-                                   std=std)  # fmt: skip
+                                   std=std, interpolation="bilinear", antialias=False)  # fmt: skip
         self.erasing = ClipErasing(erasing) if erasing > 0 else None
         self.repeats = repeats
 

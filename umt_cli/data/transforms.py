@@ -121,17 +121,24 @@ def random_resized_crop_box(
 
 
 def crop_resize(
-    video: torch.Tensor, box: Box, size: tuple[int, int], *, mode: Literal["bilinear", "bicubic"] = "bilinear"
+    video: torch.Tensor,
+    box: Box,
+    size: tuple[int, int],
+    *,
+    mode: Literal["bilinear", "bicubic"] = "bilinear",
+    antialias: bool = True,
 ) -> torch.Tensor:
-    """Crop `box` from every frame of (T, C, H, W) and resize to `size` (h, w) with antialiasing; dtype kept."""
+    """Crop `box` from every frame of (T, C, H, W) and resize to `size` (h, w), antialiased unless asked not to (the
+    official fine-tuning crop interpolates float frames without it); dtype kept."""
     left, top, w, h = box
     region = video[:, :, top : top + h, left : left + w]  # (T, C, h, w)
     if (h, w) == tuple(size):
         return region
-    if mode == "bicubic" and video.dtype == torch.uint8:  # bicubic overshoots: resize in float, clamp, round back
-        out = F.interpolate(region.float(), size=size, mode=mode, antialias=True, align_corners=False)
+    # uint8: bicubic overshoots, and bilinear without antialias has no uint8 kernel: resize in float, round back
+    if video.dtype == torch.uint8 and (mode == "bicubic" or not antialias):
+        out = F.interpolate(region.float(), size=size, mode=mode, antialias=antialias, align_corners=False)
         return out.clamp_(0, 255).round_().to(torch.uint8)
-    return F.interpolate(region, size=size, mode=mode, antialias=True, align_corners=False)
+    return F.interpolate(region, size=size, mode=mode, antialias=antialias, align_corners=False)
 
 
 def renormalize(video: torch.Tensor, source: Normalization, target: Normalization) -> torch.Tensor:
@@ -216,6 +223,7 @@ class TrainTransform:
     area: tuple[float, float] = (0.5, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    antialias: bool = True
     flip: bool = True
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -224,7 +232,8 @@ class TrainTransform:
         """uint8 (T, H, W, C) frames -> float32 (C, T, size, size)."""
         video = to_tchw(frames)
         height, width = video.shape[-2:]
-        video = crop_resize(video, self._box(width, height, generator), (self.size, self.size), mode=self.interpolation)
+        box = self._box(width, height, generator)
+        video = crop_resize(video, box, (self.size, self.size), mode=self.interpolation, antialias=self.antialias)
         if self.flip and torch.rand(1, generator=generator).item() < 0.5:
             video = hflip(video)
         return normalize(video, self.mean, self.std)
