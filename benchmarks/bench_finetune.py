@@ -6,10 +6,11 @@ One optimizer step, timed from the decoded frames on: `--batch` clips (uint8 (T,
 returns them; default 2 clips of 8 frames at 320 x 568, a full-resolution decode of a 16:9 video kept at short
 side 320) each augmented into 2 views (official `num_sample = 2`), Mixup/CutMix of the views, the classifier
 forward, soft-target cross-entropy, backward, the gradient norm and AdamW over layer-decay parameter groups.
-  umt: `FinetuneTransform(repeats=2)` on each clip with the sample's generator (`ClipRandAugment` -> uint8
-      random-resized crop -> flip -> normalise the crop -> `ClipErasing`), `collate`, then the engine's
-      `optimizer_step` around `finetune.step` (`ClipMixup`, `VideoClassifier` with `scaled_dot_product_attention`,
-      `soft_cross_entropy`, one-pass gradient norm, fused `build_adamw(..., layer_decay=...)`).
+  umt: `FinetuneTransform(repeats=2)` on each clip with the sample's generator (`ClipRandAugment` -> random-resized
+      crop of the uint8 frames (bilinear, no antialias, as upstream) -> flip -> normalise the crop -> `ClipErasing`),
+      `collate`, then the engine's `optimizer_step` around `finetune.step` (`ClipMixup`, `VideoClassifier` with
+      `scaled_dot_product_attention`, `soft_cross_entropy`, one-pass gradient norm, fused `build_adamw(...,
+      layer_decay=...)`).
   reference: per view, the official `_aug_frame`: frames to PIL one by one, the official video RandAugment
       (`rand-m7-n4-mstd0.5-inc1`; timm's op table, each chosen op drawing its probability and magnitude once per
       clip and applied to every frame, as upstream's `AugmentOp` does for a list), `ToTensor` per frame, normalising
