@@ -545,7 +545,7 @@ def run_classification(**options: Any) -> dict[str, Any]:
     """
     from umt_cli.evaluation.confusion import confusion_png
     from umt_cli.evaluation.report import classification_markdown, print_classification, write_report
-    from umt_cli.evaluation.runtime import eval_runtime
+    from umt_cli.evaluation.runtime import end_runtime, eval_runtime
     from umt_cli.models.loading import load_model
 
     o = options
@@ -586,6 +586,7 @@ def run_classification(**options: Any) -> dict[str, Any]:
         print_classification(result)
         picture = f"  confusion: {png}" if png is not None else ""
         print(f"results: {files['results']}  report: {files['report']}{picture}")
+    end_runtime()
     return result
 
 

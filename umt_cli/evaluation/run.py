@@ -100,7 +100,7 @@ def run_retrieval(**options: Any) -> dict[str, Any]:
     """`umt eval retrieval` (options as the command's parameters); returns the result."""
     from umt_cli.evaluation.report import print_retrieval, retrieval_markdown, write_report
     from umt_cli.evaluation.retrieval import read_gallery
-    from umt_cli.evaluation.runtime import eval_runtime
+    from umt_cli.evaluation.runtime import end_runtime, eval_runtime
 
     o = options
     mode = choice("--mode", o["mode"], MODES)
@@ -124,6 +124,7 @@ def run_retrieval(**options: Any) -> dict[str, Any]:
         print_retrieval(result)
         _warn_skipped(result["skipped"])
         print(f"results: {files['results']}  report: {files['report']}")
+    end_runtime()
     return result
 
 

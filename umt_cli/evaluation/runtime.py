@@ -13,7 +13,7 @@ import torch
 
 from umt_cli.errors import UsageError
 
-__all__ = ["Runtime", "WorkSettings", "eval_runtime"]
+__all__ = ["Runtime", "WorkSettings", "eval_runtime", "end_runtime"]
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -68,3 +68,15 @@ def eval_runtime(device: Device = "auto", precision: Precision = "fp32") -> Runt
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         autocast = partial(torch.autocast, device_type="cuda", dtype=dtype)
     return Runtime(state.process_index, state.num_processes, str(state.device), autocast)
+
+
+def end_runtime() -> None:
+    """Wait for every process, then end the process group (when there is one). A process that leaves while others
+    still write can otherwise abort at exit ("terminate called without an active exception": the collective
+    backend's threads outlive the interpreter)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()

@@ -15,6 +15,7 @@ from typing import Any
 
 from umt_cli.errors import DataError, UsageError
 from umt_cli.evaluation.run import DEVICES, _first_missing, _remove_empty, _writable_folder, choice
+from umt_cli.evaluation.runtime import end_runtime
 from umt_cli.scoring.protocols import ScoreProtocol, clip_reader, prompt_text, resolve_protocol
 from umt_cli.utils.files import sha256_file, write_json
 
@@ -110,6 +111,7 @@ def run_align(**o: Any) -> dict[str, Any]:
     if runtime.main:
         write_json(out / "scores.json", result)
         _print_align(result, out / "scores.json")
+    end_runtime()
     return result
 
 
@@ -246,6 +248,7 @@ def run_fvd(**o: Any) -> dict[str, Any]:
     if runtime.main:
         write_json(out / "fvd.json", result)
         _print_fvd(result, out / "fvd.json")
+    end_runtime()
     return result
 
 
