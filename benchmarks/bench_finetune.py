@@ -56,7 +56,6 @@ import math
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -469,21 +468,14 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict:
 
 
 def run_rounds(folder: Path, rounds: int) -> dict[str, list[dict]]:
-    """Every round runs the reference, then umt, each in a fresh process (as `side_by_side.main`, whose command line
-    has no room for this benchmark's options)."""
-    results: dict[str, list[dict]] = {variant: [] for variant in side_by_side.VARIANTS}
-    for r in range(rounds):
-        for variant in side_by_side.VARIANTS:
-            command = [sys.executable, __file__, "--child", variant, "--data", str(folder)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            results[variant].append(result)
-            t = result["times"]
-            print(f"  round {r + 1}/{rounds} {variant:>9}: steps {', '.join(f'{s:.2f}' for s in t['step'])} s "
-                  f"(augmentation {', '.join(f'{s:.2f}' for s in t['augment'])} s)", flush=True)  # fmt: skip
-    return results
+    """Every round runs the reference, then umt, each in a fresh process."""
+
+    def line(result: dict) -> str:
+        t = result["times"]
+        return (f"steps {', '.join(f'{s:.2f}' for s in t['step'])} s "
+                f"(augmentation {', '.join(f'{s:.2f}' for s in t['augment'])} s)")  # fmt: skip
+
+    return side_by_side.run_children(__file__, str(folder), rounds, line)
 
 
 def logits_difference(results: dict[str, list[dict]]) -> tuple[float, float]:

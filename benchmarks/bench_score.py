@@ -52,7 +52,6 @@ import json
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -440,20 +439,12 @@ def child(variant: str, folder: Path) -> dict:
 
 
 def run_rounds(folder: Path, rounds: int) -> dict[str, list[dict]]:
-    """Every round runs the reference, then umt, each in a fresh process (as `side_by_side.main`, whose command line
-    has no room for this benchmark's options)."""
-    results: dict[str, list[dict]] = {variant: [] for variant in side_by_side.VARIANTS}
-    for r in range(rounds):
-        for variant in side_by_side.VARIANTS:
-            command = [sys.executable, __file__, "--child", variant, "--data", str(folder)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            results[variant].append(result)
-            print(f"  round {r + 1}/{rounds} {variant:>9}: UMTScore {result['itm_s']:.2f} s, FVD features "
-                  f"{result['fvd_s']:.2f} s, both {result['both_s']:.2f} s", flush=True)  # fmt: skip
-    return results
+    """Every round runs the reference, then umt, each in a fresh process."""
+
+    def line(result: dict) -> str:
+        return f"UMTScore {result['itm_s']:.2f} s, FVD features {result['fvd_s']:.2f} s, both {result['both_s']:.2f} s"
+
+    return side_by_side.run_children(__file__, str(folder), rounds, line)
 
 
 def differences(results: dict[str, list[dict]]) -> dict[str, tuple[float, float]]:

@@ -65,3 +65,23 @@ def gpu_memory_and_exit_code(results: dict, device: str, ratio: float) -> None:
         print(f"peak GPU memory: reference {gpu['reference']:.0f} MiB, umt {gpu['umt']:.0f} MiB")
     if not math.isfinite(ratio):
         sys.exit(1)
+
+
+def run_children(script: str, folder: str, rounds: int, line: Callable[[dict], str]) -> dict[str, list[dict]]:
+    """Every round runs the reference, then umt, each as `script --child VARIANT --data FOLDER` in a fresh process
+    (for benchmarks whose options `main`'s command line has no room for); prints `line(result)` after each child.
+
+    Returns:
+        Each variant's results (the JSON each child printed last), in round order.
+    """
+    results: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
+    for r in range(rounds):
+        for variant in VARIANTS:
+            command = [sys.executable, script, "--child", variant, "--data", str(folder)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results[variant].append(result)
+            print(f"  round {r + 1}/{rounds} {variant:>9}: {line(result)}", flush=True)
+    return results
