@@ -289,6 +289,8 @@ def _features(o: dict, sources: dict, protocol: ScoreProtocol, record: dict, run
     from umt_cli.scoring.feature_files import read_features
 
     features, info, model = {}, {}, []
+    if any(kind == "videos" for kind, _ in sources.values()):  # the caches' key, hashed once for both sides
+        o = {**o, "ckpt_sha256": _weights_sha(Path(o["ckpt"]))}
     for side, (kind, path) in sources.items():
         if kind == "file":
             features[side] = read_features(path, option=f"--{side}")
@@ -308,7 +310,7 @@ def _folder_features(o: dict, side: str, folder: Path, protocol: ScoreProtocol, 
     from umt_cli.scoring.inputs import list_videos
 
     videos = list_videos(folder, option=f"--{side}")
-    key = cache_key(_weights_sha(Path(o["ckpt"])), record, resolve_backend(o["backend"]), videos)
+    key = cache_key(o["ckpt_sha256"], record, resolve_backend(o["backend"]), videos)
     path = cache_file(Path(o["cache_dir"]) if o.get("cache_dir") else folder, key)
     cached = load_cached(path, key)
     if cached is not None:
@@ -329,15 +331,13 @@ def _folder_features(o: dict, side: str, folder: Path, protocol: ScoreProtocol, 
 
 
 def _weights_sha(ckpt: Path) -> str:
-    """The sha256 of the weights file `--ckpt` names (the file itself, or the weights inside a folder)."""
-    if ckpt.is_dir():
-        for name in ("model.safetensors", "video_text.safetensors"):
-            if (ckpt / name).is_file():
-                return sha256_file(ckpt / name)
-        raise UsageError(f"--ckpt: {ckpt} holds neither model.safetensors nor video_text.safetensors")
-    if not ckpt.is_file():
+    """The sha256 of the weights file `--ckpt` names (the file itself, or the weights inside a run or export
+    folder)."""
+    from umt_cli.models.finetune_init import weights_file
+
+    if not ckpt.exists():
         raise UsageError(f"--ckpt: {ckpt} not found")
-    return sha256_file(ckpt)
+    return sha256_file(weights_file(ckpt))
 
 
 def _compute_features(o: dict, side: str, videos: dict, protocol: ScoreProtocol, runtime: Any,

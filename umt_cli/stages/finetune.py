@@ -94,13 +94,6 @@ def _require_file(key: str, path: Path) -> None:
         raise UsageError(f"{key}: {path} {'is a folder, not a file' if Path(path).is_dir() else 'not found'}")
 
 
-def _check_labels(dataset: VideoListDataset, classes: list[str], recipe: FinetuneRecipe) -> None:
-    bad = next((e for e in dataset.entries if not 0 <= e.label < len(classes)), None)
-    if bad is not None:
-        raise DataError(f"data.train_list: {bad.path} has label {bad.label}, but data.classes "
-                        f"({recipe.data.classes}) names {len(classes)} classes (0 to {len(classes) - 1})")  # fmt: skip
-
-
 def build_model(
     recipe: FinetuneRecipe, config: ClassifierConfig, classes: list[str]
 ) -> tuple[VideoClassifier, InitReport | None]:
@@ -127,7 +120,7 @@ def build_model(
 
 def setup(recipe: FinetuneRecipe, session: Session, overrides: list[str]) -> Components:
     """Data, model, plan and optimizer of a fine-tuning run; the run directory is written only once all are built."""
-    from umt_cli.evaluation.classify import read_class_names
+    from umt_cli.evaluation.classify import LabelledList, check_labels, read_class_names
 
     d, acc = recipe.data, session.accelerator
     for key, path in (("data.classes", d.classes), ("data.val_list", d.val_list), ("data.test_list", d.test_list)):
@@ -135,7 +128,7 @@ def setup(recipe: FinetuneRecipe, session: Session, overrides: list[str]) -> Com
             _require_file(key, path)
     classes = read_class_names(d.classes)
     dataset = build_dataset(recipe, status_dir=session.decoding_status_dir())
-    _check_labels(dataset, classes, recipe)
+    check_labels(LabelledList(d.train_list, dataset.root, dataset.entries), classes, d.classes)
     config = classifier_config(recipe, len(classes))
     with session.main_warns():
         model, report = build_model(recipe, config, classes)
