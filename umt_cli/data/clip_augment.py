@@ -27,6 +27,7 @@ from torch import Tensor
 __all__ = [
     "seeded_global_rngs",
     "generator_seed",
+    "check_randaugment",
     "ClipRandAugment",
     "ClipErasing",
     "ClipMixup",
@@ -56,6 +57,17 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
 def generator_seed(generator: torch.Generator) -> int:
     """A seed drawn from a sample's generator (advancing it once)."""
     return int(torch.randint(2**62, (1,), generator=generator).item())
+
+
+def check_randaugment(policy: str) -> None:
+    """Raise ValueError unless timm can build `policy` (its parser only asserts, with no hint)."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        rand_augment_transform(policy, {"translate_const": 100})
+    except Exception as error:  # timm asserts on an unknown section and fails on a malformed number
+        detail = f": {error}" if str(error) else ""
+        raise ValueError(f"{policy!r} is not a timm RandAugment policy{detail} (official: {RAND_AUGMENT!r})") from None
 
 
 class ClipRandAugment:
