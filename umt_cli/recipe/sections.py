@@ -493,15 +493,6 @@ class FinetuneAugment(Section):
 
     randaugment: str = "rand-m7-n4-mstd0.5-inc1"
     """timm RandAugment policy, one draw for all frames of a clip; "" for none."""
-
-    @field_validator("randaugment")
-    @classmethod
-    def _timm_policy(cls, policy: str) -> str:
-        if policy:
-            from umt_cli.data.clip_augment import check_randaugment  # timm, only when a policy is given
-
-            check_randaugment(policy)
-        return policy
     scale: Annotated[tuple[Fraction, Fraction], FromToml] = (0.08, 1.0)
     """Random-resized crop: range of the crop's area fraction."""
     ratio: Annotated[tuple[float, float], FromToml] = (3 / 4, 4 / 3)
@@ -520,6 +511,15 @@ class FinetuneAugment(Section):
     """Label smoothing of the (soft) targets."""
     normalize: Literal["imagenet", "clip"] = "imagenet"
     """Pixel statistics."""
+
+    @field_validator("randaugment")
+    @classmethod
+    def _timm_policy(cls, policy: str) -> str:
+        if policy:
+            from umt_cli.data.clip_augment import check_randaugment  # timm, only when a policy is given
+
+            check_randaugment(policy)
+        return policy
 
 
 class ClassifierSection(Section):
