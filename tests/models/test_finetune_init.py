@@ -72,6 +72,20 @@ def test_the_backbone_arrives_unchanged_and_the_head_is_fresh(tmp_path, layout):
     assert 0.7 * 0.02 * HEAD_INIT_SCALE < std < 1.3 * 0.02 * HEAD_INIT_SCALE
 
 
+def test_the_fresh_head_scale_is_a_setting(tmp_path):
+    """`head_init_scale` (upstream `--init_scale`) scales the same trunc-normal draw; the backbone load keeps it."""
+    path = tmp_path / "init.safetensors"
+    save_file(LAYOUTS["our student.safetensors"](backbone()), str(path))
+    heads = {}
+    for scale in (HEAD_INIT_SCALE, 1.0):
+        torch.manual_seed(3)
+        model = build_classifier(ClassifierConfig(vision=VISION, num_classes=3), head_init_scale=scale)
+        init_classifier(model, path)
+        heads[scale] = model.state_dict()["head.weight"]
+    torch.testing.assert_close(heads[1.0] * HEAD_INIT_SCALE, heads[HEAD_INIT_SCALE], rtol=1e-6, atol=0)
+    assert 0.7 * 0.02 < heads[1.0].std().item() < 1.3 * 0.02
+
+
 def test_a_classifier_head_is_loaded_or_remapped_by_name(tmp_path):
     weights = backbone()
     generator = torch.Generator().manual_seed(5)

@@ -31,11 +31,15 @@ class VideoClassifier(VideoViT):
         num_classes: Rows of `head`.
         pos_temporal: `extend` (the 1-D sinusoid regenerated for N tokens) or `interpolate` (the official fine-tuning
             rule: the 8-frame, (224 / p)^2 table resampled onto this grid).
+        head_init_scale: Factor on the fresh head's trunc-normal(0.02) weights (upstream `--init_scale`, 0.001).
         **vit: `VideoViT` arguments except `align_layers` (a classifier taps no layers).
     """
 
-    def __init__(self, *, num_classes: int, pos_temporal: str = "extend", **vit: object) -> None:
+    def __init__(
+        self, *, num_classes: int, pos_temporal: str = "extend", head_init_scale: float = HEAD_INIT_SCALE, **vit: object
+    ) -> None:
         super().__init__(align_layers=0, **vit)  # type: ignore[arg-type]
+        self.head_init_scale = head_init_scale
         dim = self.patch_embed.proj.out_channels
         self.norm = nn.Identity()  # upstream's mean-pooling ViT has no final norm; fc_norm takes its place
         self.pos_embed = self._position_table(pos_temporal, dim)  # (1, N, D), still a non-persistent buffer
@@ -52,9 +56,9 @@ class VideoClassifier(VideoViT):
         raise ValueError(f"pos_temporal must be 'extend' or 'interpolate', got {pos_temporal!r}")
 
     def reset_head(self) -> None:
-        """Upstream's fresh classifier: `head` trunc_normal(0.02) x `HEAD_INIT_SCALE` with zero bias, `fc_norm` 1/0."""
+        """Upstream's fresh classifier: `head` trunc_normal(0.02) x `head_init_scale` with zero bias, `fc_norm` 1/0."""
         nn.init.trunc_normal_(self.head.weight, std=0.02)
-        self.head.weight.data.mul_(HEAD_INIT_SCALE)
+        self.head.weight.data.mul_(self.head_init_scale)
         nn.init.zeros_(self.head.bias)
         self.fc_norm.reset_parameters()
 
@@ -76,7 +80,11 @@ class VideoClassifier(VideoViT):
 
 
 def build_classifier(
-    config: ClassifierConfig, *, drop_path: float = 0.0, checkpoint_blocks: int = 0
+    config: ClassifierConfig,
+    *,
+    drop_path: float = 0.0,
+    checkpoint_blocks: int = 0,
+    head_init_scale: float = HEAD_INIT_SCALE,
 ) -> VideoClassifier:
     """A `VideoClassifier` with the architecture of `config` (random weights; load a state dict into it).
 
@@ -84,6 +92,7 @@ def build_classifier(
         config: The model; `config.vision.align_layers` is ignored (a classifier has no alignment heads).
         drop_path: Stochastic-depth rate of the last block (fine-tuning); 0 for evaluation.
         checkpoint_blocks: Blocks recomputed in backward.
+        head_init_scale: Factor on a fresh head's initial weights (fine-tuning; upstream `--init_scale`).
     """
     v = config.vision
     model = VideoClassifier(
@@ -92,5 +101,6 @@ def build_classifier(
         **vit_geometry(v),
         drop_path=drop_path,
         checkpoint_blocks=checkpoint_blocks,
+        head_init_scale=head_init_scale,
     )
     return model.eval()

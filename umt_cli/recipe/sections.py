@@ -537,6 +537,8 @@ class ClassifierSection(Section):
     """Stochastic depth of the last block (official 0.1 B, 0.2 L)."""
     layer_decay: float = Field(0.75, gt=0, le=1)
     """Layer-wise learning-rate decay (official 0.75 B, 0.85 L): layer i learns at decay^(depth + 1 - i)."""
+    head_init_scale: float = Field(0.001, gt=0)
+    """Factor on a fresh head's trunc-normal(0.02) weights (official `--init_scale` 0.001)."""
     pos_temporal: Literal["interpolate", "extend"] = "interpolate"
     """Position table for this geometry: the official interpolation of the 8-frame, 224-px table, or the sinusoid
     regenerated for N tokens."""

@@ -101,8 +101,9 @@ def build_model(
     from umt_cli.evaluation.classify import read_class_names
 
     torch.manual_seed(recipe.run.seed)
-    model = build_classifier(config, drop_path=recipe.model.drop_path,
-                             checkpoint_blocks=recipe.model.checkpoint_blocks).train()  # fmt: skip
+    m = recipe.model
+    model = build_classifier(config, drop_path=m.drop_path, checkpoint_blocks=m.checkpoint_blocks,
+                             head_init_scale=m.head_init_scale).train()  # fmt: skip
     init = recipe.init
     if init.checkpoint is None:
         return model, None
