@@ -112,3 +112,44 @@ def test_a_clips_augmentation_depends_only_on_seed_epoch_and_index(make_clip, tm
     assert alone[0].shape == (2, 3, 4, 32, 32)
     assert not torch.equal(alone[0][0], alone[0][1])  # two independent views of one clip
     assert not torch.equal(dataset[(2, 0)].video, alone[0])  # another epoch, other views
+
+
+def _views_on_rank(rank: int, world: int, recipe_args: list[str], store: str, out: str) -> None:
+    """One of `world` gloo processes: this rank's share of an epoch's training views, as the fine-tuning stage
+    builds and shards them, saved per sample index."""
+    import torch.distributed as dist
+
+    from umt_cli.data.loaders import ShardedSampler
+    from umt_cli.recipe import FinetuneRecipe, load_recipe
+    from umt_cli.recipe.catalog import resolve_recipe
+    from umt_cli.stages.finetune import build_dataset
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        recipe = load_recipe(resolve_recipe("quickstart/finetune"), recipe_args, expect=FinetuneRecipe)
+        dataset = build_dataset(recipe, status_dir=None)
+        sampler = ShardedSampler(len(dataset), batch_size=2, seed=recipe.run.seed, rank=rank, world_size=world)
+        sampler.set_epoch(1)
+        torch.save({index: dataset[(epoch, index)].video for epoch, index in sampler}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_views_are_the_same_on_one_and_two_processes(synthetic_dir, tmp_path):
+    """The official augmentation (RandAugment, crop, erasing, two views a clip) of every training clip of an epoch
+    is the same computed by one process or shared between two (each in a gloo group, as under torchrun)."""
+    import torch.multiprocessing as mp
+
+    args = [f"data.train_list={synthetic_dir / 'train.csv'}", f"data.classes={synthetic_dir / 'classes.txt'}",
+            "~init.checkpoint", "augment.erasing=1.0"]  # fmt: skip
+    views = {}
+    for world in (1, 2):
+        out = tmp_path / f"views{world}"
+        mp.spawn(_views_on_rank, args=(world, args, str(tmp_path / f"store{world}"), str(out)), nprocs=world)
+        shares = [torch.load(f"{out}.{rank}") for rank in range(world)]
+        assert world == 1 or not set(shares[0]) & set(shares[1])  # each clip on one process
+        views[world] = {index: video for share in shares for index, video in share.items()}
+    assert sorted(views[1]) == sorted(views[2]) == list(range(8))
+    for index, video in views[1].items():
+        assert video.shape == (2, 3, 4, 64, 64)
+        assert torch.equal(video, views[2][index]), index
