@@ -42,7 +42,7 @@ def test_quickstart_runs_the_whole_chain_and_learns(tmp_path):
     assert test["counts"]["evaluated"] == 48 and views == (2, 3)
     assert f"test top-1 {test['metrics']['top1']:.1f}%" in summary["fine-tuned classification"]
     # It learned beyond chance (25 %): at least the axis of the motion (horizontal or vertical) is 50 %; the sign
-    # comes later (runs so far: 58-67 %; the 90 % needs more data, see the fine-tuning notes in the README).
+    # comes later (runs so far: 50-67 %; the 90 % needs more data, see the fine-tuning notes in the README).
     assert test["metrics"]["top1"] >= 45, summary["fine-tuned classification"]
     init = json.loads((run / "finetune/init.json").read_text())
     assert init["kind"] == "umt-stage2" and init["head"] == "fresh"
