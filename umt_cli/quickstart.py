@@ -77,7 +77,7 @@ FINETUNE = (
     # 8 frames, not stage 2's 4: the sign of the motion (left or right, not just horizontal) needs the finer steps
     # (from the same stage-2 encoder, 800 steps: test top-1 ~85 % at 8 frames, ~52 % at 4).
     "model.num_frames=8",
-    # A fresh head at upstream's 0.001 leaves Adam moving the tiny encoder on noise for hundreds of steps.
+    # A fresh head at upstream's 0.001 leaves Adam moving the tiny encoder on noise for hundreds of steps (P40).
     "model.head_init_scale=1.0",
     # Stage 2 left the sign of the motion barely learned: every layer must change, at full rate and without drop path.
     "model.layer_decay=1.0",
