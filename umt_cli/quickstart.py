@@ -75,7 +75,7 @@ PRETRAIN = (
 FINETUNE = (
     "model.img_size=32",  # the resolution the stage-2 encoder was aligned at
     # 8 frames, not stage 2's 4: the sign of the motion (left or right, not just horizontal) needs the finer steps
-    # (from the same stage-2 encoder, 800 steps: test top-1 ~85 % at 8 frames, ~52 % at 4).
+    # (in a plain training loop from the same stage-2 encoder, 800 steps: test top-1 ~85 % at 8 frames, ~52 % at 4).
     "model.num_frames=8",
     # A fresh head at upstream's 0.001 leaves Adam moving the tiny encoder on noise for hundreds of steps (P40).
     "model.head_init_scale=1.0",

@@ -24,8 +24,9 @@ def quickstart(
 ) -> None:
     """Run the whole chain on CPU on the built-in synthetic data set, in a fresh run directory: generate the data,
     a stage-1 distillation of a tiny student, a stage-2 video-text pre-training from it, retrieval and zero-shot
-    classification on the held-out test split, and an export; then a table of what each step produced and whether
-    the model learned (text-to-video R@1 against chance, direction of motion against a frame-averaged baseline)."""
+    classification on the held-out test split, a fine-tuning of the video encoder as a direction-of-motion
+    classifier, and an export; then a table of what each step produced and whether the model learned (text-to-video
+    R@1 against chance, direction of motion against a frame-averaged baseline)."""
     from umt_cli.errors import UsageError
     from umt_cli.quickstart import SIZES, run_quickstart
 
