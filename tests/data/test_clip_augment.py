@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from timm.data import Mixup
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 
-from umt_cli.data.clip_augment import ClipErasing, ClipMixup, ClipRandAugment, generator_seed
+from umt_cli.data.clip_augment import RAND_AUGMENT, ClipErasing, ClipMixup, ClipRandAugment, generator_seed
 
 
 def clip(frames: int = 4, seed: int = 0) -> np.ndarray:
@@ -30,6 +31,19 @@ def test_rand_augment_draws_one_transform_per_clip():
         assert all(np.array_equal(out[0], frame) for frame in out[1:]), seed  # one draw for every frame
         changed += not np.array_equal(out[0], same[0])
     assert changed >= 6  # four operations at magnitude ~7 almost always change the frame
+
+
+def test_the_recipe_checks_a_policy_with_timm_and_defaults_to_the_official_one():
+    """The recipe's default is this module's official policy (the recipe skips timm's check for it alone, so that
+    reading a recipe imports no torch); any other policy is built by timm once, at validation."""
+    from pydantic import ValidationError
+
+    from umt_cli.recipe.sections import FinetuneAugment
+
+    assert FinetuneAugment().randaugment == RAND_AUGMENT
+    assert FinetuneAugment(randaugment="rand-m9-n2").randaugment == "rand-m9-n2"
+    with pytest.raises(ValidationError, match="not a timm RandAugment policy"):
+        FinetuneAugment(randaugment="rand-q9")
 
 
 def test_rand_augment_is_timms_transform_under_the_seed():

@@ -488,10 +488,14 @@ class FinetuneDataSection(DataSection):
     """Clips per process and micro-batch (each gives `repeats` views)."""
 
 
+OFFICIAL_RANDAUGMENT = "rand-m7-n4-mstd0.5-inc1"
+"""The official fine-tuning RandAugment policy (timm's string)."""
+
+
 class FinetuneAugment(Section):
     """Fine-tuning augmentation (official: RandAugment, random-resized crop, flip, random erasing, Mixup/CutMix)."""
 
-    randaugment: str = "rand-m7-n4-mstd0.5-inc1"
+    randaugment: str = OFFICIAL_RANDAUGMENT
     """timm RandAugment policy, one draw for all frames of a clip; "" for none."""
     scale: Annotated[tuple[Fraction, Fraction], FromToml] = (0.08, 1.0)
     """Random-resized crop: range of the crop's area fraction."""
@@ -515,8 +519,8 @@ class FinetuneAugment(Section):
     @field_validator("randaugment")
     @classmethod
     def _timm_policy(cls, policy: str) -> str:
-        if policy:
-            from umt_cli.data.clip_augment import check_randaugment  # timm, only when a policy is given
+        if policy and policy != OFFICIAL_RANDAUGMENT:  # the official one needs no check, and recipes stay torch-free
+            from umt_cli.data.clip_augment import check_randaugment  # timm and torch
 
             check_randaugment(policy)
         return policy
