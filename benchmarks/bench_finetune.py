@@ -541,14 +541,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for key, value in DEFAULTS[args.device].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    side_by_side.device_defaults(parser, args, DEFAULTS)
     args.frame_size = args.frame_size or PRESETS[args.preset]["frame_size"]
     if min(args.batch, args.rounds, args.steps) < 1:
         parser.error("--batch, --rounds and --steps must be >= 1")
-    if args.device == "cuda" and not args.child and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
     return args
 
 

@@ -527,13 +527,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for key, value in DEFAULTS[args.device].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    side_by_side.device_defaults(parser, args, DEFAULTS)
     if min(args.videos, args.batch_size, args.rounds) < 1 or args.workers < 0:
         parser.error("--videos, --batch-size and --rounds must be >= 1, --workers >= 0")
-    if args.device == "cuda" and not args.child and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
     return args
 
 

@@ -56,6 +56,18 @@ def main(
     report(results, args.device, batch)
 
 
+def device_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict[str, dict]) -> None:
+    """Fill the options left unset with the defaults of `--device`, and refuse `--device cuda` without a GPU (in the
+    parent; a child is only started once that was checked)."""
+    import torch
+
+    for key, value in defaults[args.device].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.device == "cuda" and not args.child and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+
+
 def gpu_memory_and_exit_code(results: dict, device: str, ratio: float) -> None:
     """Print both variants' peak GPU memory (on CUDA) and exit non-zero when the speed-up is not a number."""
     import math

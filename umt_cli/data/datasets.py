@@ -301,13 +301,19 @@ def list_root(list_file: str | Path, root: str | Path | None) -> Path:
     return Path(text)
 
 
-def recipe_clip_loader(recipe: object, *, status_dir: str | Path | None) -> ClipLoader:
-    """The training `ClipLoader` of a recipe (`[decode]`, `[sampling]`, `data.min_frames`, `student.num_frames`)."""
+def require_file(key: str, path: str | Path, what: str = "file") -> None:
+    """A recipe's input file must exist before any model is built: otherwise a usage error named by its key."""
+    if not Path(path).is_file():
+        raise UsageError(f"{key}: {path} {f'is a folder, not a {what}' if Path(path).is_dir() else 'not found'}")
+
+
+def recipe_clip_loader(recipe: object, *, num_frames: int, status_dir: str | Path | None) -> ClipLoader:
+    """The training `ClipLoader` of a recipe (`[decode]`, `[sampling]`, `data.min_frames`) for `num_frames`."""
     from umt_cli.data.sampling import build_frame_sampler
 
     decode = recipe.decode  # type: ignore[attr-defined]
     return ClipLoader(
-        sampler=build_frame_sampler(recipe.sampling, recipe.student.num_frames, train=True),  # type: ignore[attr-defined]
+        sampler=build_frame_sampler(recipe.sampling, num_frames, train=True),  # type: ignore[attr-defined]
         backend=decode.backend,
         short_side=decode.short_side,
         timeout_s=decode.sample_timeout_s,
@@ -322,10 +328,8 @@ def build_train_dataset(recipe: object, *, status_dir: str | Path | None = None)
     from umt_cli.data.transforms import build_train_transform
 
     data, decode, student = recipe.data, recipe.decode, recipe.student  # type: ignore[attr-defined]
-    if not Path(data.train_list).is_file():  # named by its recipe key, before any model is built
-        problem = "is a folder, not a list file" if Path(data.train_list).is_dir() else "not found"
-        raise UsageError(f"data.train_list: {data.train_list} {problem}")
-    loader = recipe_clip_loader(recipe, status_dir=status_dir)
+    require_file("data.train_list", data.train_list, "list file")
+    loader = recipe_clip_loader(recipe, num_frames=student.num_frames, status_dir=status_dir)
     transform = build_train_transform(recipe.augment, student.img_size)  # type: ignore[attr-defined]
     return VideoListDataset(
         data.train_list,

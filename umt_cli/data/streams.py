@@ -139,7 +139,7 @@ def build_streams(
     from umt_cli.utils.seed import derive_seed
 
     data, decode, seed = recipe.data, recipe.decode, recipe.run.seed  # type: ignore[attr-defined]
-    clips = recipe_clip_loader(recipe, status_dir=status_dir)
+    clips = recipe_clip_loader(recipe, num_frames=recipe.student.num_frames, status_dir=status_dir)
     transform = build_train_transform(recipe.augment, recipe.student.img_size)  # type: ignore[attr-defined]
     streams, offset = [], 0
     for name, corpus in data.corpora.items():

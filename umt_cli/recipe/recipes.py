@@ -86,15 +86,20 @@ class DistillRecipe(Recipe):
         return self
 
 
-def _student_problems(s: StudentSection) -> list[str]:
-    preset = STUDENT_PRESETS[s.preset]
+def _grid_problems(key: str, s: StudentSection | ClassifierSection) -> list[str]:
+    """Frames that fill whole tubelets and a size that fills whole patches, for the ViT of section `key`."""
+    patch = STUDENT_PRESETS[s.preset]["patch_size"]
     problems = []
     if s.num_frames % s.tubelet:
-        problems.append(f"student.num_frames: {s.num_frames} is not a multiple of student.tubelet ({s.tubelet})")
-    if s.img_size % preset["patch_size"]:
-        problems.append(
-            f"student.img_size: {s.img_size} is not a multiple of {s.preset}'s patch {preset['patch_size']}"
-        )
+        problems.append(f"{key}.num_frames: {s.num_frames} is not a multiple of {key}.tubelet ({s.tubelet})")
+    if s.img_size % patch:
+        problems.append(f"{key}.img_size: {s.img_size} is not a multiple of {s.preset}'s patch {patch}")
+    return problems
+
+
+def _student_problems(s: StudentSection) -> list[str]:
+    preset = STUDENT_PRESETS[s.preset]
+    problems = _grid_problems("student", s)
     if s.align_layers > preset["depth"]:
         problems.append(f"student.align_layers: {s.align_layers} exceeds {s.preset}'s depth {preset['depth']}")
     return problems
@@ -215,13 +220,7 @@ class FinetuneRecipe(Recipe):
 
     @model_validator(mode="after")
     def _geometry(self) -> FinetuneRecipe:
-        m, preset = self.model, STUDENT_PRESETS[self.model.preset]
-        problems = _schedule_problems(self.optim, self.schedule)
-        if m.num_frames % m.tubelet:
-            problems.append(f"model.num_frames: {m.num_frames} is not a multiple of model.tubelet ({m.tubelet})")
-        if m.img_size % preset["patch_size"]:
-            problems.append(f"model.img_size: {m.img_size} is not a multiple of {m.preset}'s patch "
-                            f"{preset['patch_size']}")  # fmt: skip
+        problems = _schedule_problems(self.optim, self.schedule) + _grid_problems("model", self.model)
         views = self.data.batch_size * self.data.repeats
         if (self.augment.mixup > 0 or self.augment.cutmix > 0) and views % 2:
             problems.append(f"data.batch_size: {self.data.batch_size} clips x data.repeats {self.data.repeats} = "

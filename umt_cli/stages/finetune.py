@@ -25,11 +25,10 @@ from torch import Tensor
 
 from umt_cli import __version__
 from umt_cli.data.clip_augment import ClipMixup, FinetuneTransform, generator_seed
-from umt_cli.data.datasets import ClipLoader, VideoListDataset, list_root
+from umt_cli.data.datasets import VideoListDataset, list_root, recipe_clip_loader, require_file
 from umt_cli.data.loaders import ClipBatch
-from umt_cli.data.sampling import build_frame_sampler
 from umt_cli.data.transforms import NORMALIZATION
-from umt_cli.errors import CheckpointError, DataError, UsageError
+from umt_cli.errors import CheckpointError, DataError
 from umt_cli.models.classifier import VideoClassifier, build_classifier
 from umt_cli.models.config import ClassifierConfig, Preprocess, VisionConfig
 from umt_cli.models.finetune_init import InitReport, init_classifier
@@ -74,24 +73,15 @@ def classifier_config(recipe: FinetuneRecipe, num_classes: int) -> ClassifierCon
 def build_dataset(recipe: FinetuneRecipe, *, status_dir: Path | None) -> VideoListDataset:
     """The training clips, each giving `data.repeats` augmented views."""
     d, decode, a, m = recipe.data, recipe.decode, recipe.augment, recipe.model
-    _require_file("data.train_list", d.train_list)
+    require_file("data.train_list", d.train_list)
     mean, std = NORMALIZATION[a.normalize]
-    loader = ClipLoader(
-        sampler=build_frame_sampler(recipe.sampling, m.num_frames, train=True), backend=decode.backend,
-        short_side=decode.short_side, timeout_s=decode.sample_timeout_s, min_frames=d.min_frames,
-        status_dir=status_dir, cache_mb=decode.cache_mb,
-    )  # fmt: skip
+    loader = recipe_clip_loader(recipe, num_frames=m.num_frames, status_dir=status_dir)
     transform = FinetuneTransform(
         m.img_size, randaugment=a.randaugment, scale=a.scale, ratio=a.ratio, flip=a.flip, erasing=a.erasing,
         mean=mean, std=std, repeats=d.repeats,
     )  # fmt: skip
     return VideoListDataset(d.train_list, list_root(d.train_list, d.root), loader=loader, transform=transform,
                             seed=recipe.run.seed, max_retries=decode.max_retries)  # fmt: skip
-
-
-def _require_file(key: str, path: Path) -> None:
-    if not Path(path).is_file():
-        raise UsageError(f"{key}: {path} {'is a folder, not a file' if Path(path).is_dir() else 'not found'}")
 
 
 def build_model(
@@ -109,7 +99,7 @@ def build_model(
         return model, None
     label_maps = None
     if init.label_map is not None:
-        _require_file("init.label_map", init.label_map)
+        require_file("init.label_map", init.label_map)
         label_maps = (read_class_names(init.label_map), classes)
     try:
         report = init_classifier(model, init.checkpoint, trust=init.trust, how_to_trust="set init.trust = true",
@@ -126,7 +116,7 @@ def setup(recipe: FinetuneRecipe, session: Session, overrides: list[str]) -> Com
     d, acc = recipe.data, session.accelerator
     for key, path in (("data.classes", d.classes), ("data.val_list", d.val_list), ("data.test_list", d.test_list)):
         if path is not None:  # before any training: a typo must not surface after hours
-            _require_file(key, path)
+            require_file(key, path)
     classes = read_class_names(d.classes)
     dataset = build_dataset(recipe, status_dir=session.decoding_status_dir())
     check_labels(LabelledList(d.train_list, dataset.root, dataset.entries), classes, d.classes)
