@@ -96,7 +96,7 @@ FINETUNE = (
     "data.batch_size=16",
     "data.repeats=1",  # 16 different videos a step: with 2,048 of them, more videos beat more views of each
     "optim.lr=5e-4",
-    "schedule.epochs=12",  # 1,536 steps; small size, seed 0: test top-1 95.8 %
+    "schedule.epochs=12",  # 1,536 steps: test top-1 95.8 % (small size: seeds 0, 1; default: seed 0)
 )
 """The quickstart's fine-tuning overrides (after the `quickstart/finetune` recipe)."""
 
