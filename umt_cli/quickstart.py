@@ -104,9 +104,8 @@ FINETUNE_DATA = {"train": 2048, "val": 48, "test": 48, "width": 80, "height": 80
 """The fine-tuning step's own labelled set (`data/synthetic-finetune/`), as a lab fine-tunes on a labelled set apart
 from its pre-training corpus. Square frames, so the test's crops see every frame whole (80 x 80: 64 x 64 gave
 91.7 % from the same encoder). 2,048 training videos: on 512 the classifier overfits at 79 % test top-1 (the sign
-of the motion is learned from too few paths). 48
-validation and 48 test videos: each of the 4 colours x 3 shapes x 4 directions once, so the best epoch is chosen
-on as many videos as it is tested on."""
+of the motion is learned from too few paths). 48 validation and 48 test videos: each of the 4 colours x 3 shapes
+x 4 directions once, so the best epoch is chosen on as many videos as it is tested on."""
 
 SIZES = {
     "default": QuickstartSize(data={"train": 512, "val": 16, "test": 48}, pretrain=("schedule.epochs=30",)),
