@@ -121,14 +121,22 @@ left some seeds at colour-only alignment (256 videos, or 20 epochs: R@1 4-5x cha
 def _synthetic(data: Path, options: dict[str, int], console: Console) -> Path:
     """Generate a synthetic data set once; reuse it when its manifest says it was made with the same options."""
     source = SyntheticSource(out=data, **options)
-    manifest = data / "manifest.json"
-    made = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    made = _made_with(data / "manifest.json")
     if made.get("format") == FORMAT and made.get("options") == source.model_dump(mode="json"):
         console.print(f"reusing synthetic data in {data}", style="dim", markup=False)
         return data
     console.print(f"generating the synthetic data set in {data} ...", markup=False)
     prepare_synthetic(source)
     return data
+
+
+def _made_with(manifest: Path) -> dict[str, Any]:
+    """What a set's manifest records, or {} when it is missing, unreadable or not a JSON object (the set is remade)."""
+    try:
+        made = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return made if isinstance(made, dict) else {}
 
 
 def _options(command: Callable[..., Any], **given: Any) -> dict[str, Any]:

@@ -54,3 +54,15 @@ def test_quickstart_refuses_an_unknown_size(tmp_path):
     assert set(SIZES) == {"default", "small"}
     bad = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--size", "huge"])
     assert bad.exit_code == 2 and "error: --size 'huge'" in bad.output
+
+
+def test_a_damaged_synthetic_manifest_means_the_set_is_remade(tmp_path):
+    from umt_cli.quickstart import _made_with
+
+    manifest = tmp_path / "manifest.json"
+    assert _made_with(manifest) == {}  # missing
+    for damaged in (b"\xff\xfe{", b"{not json", b"[1, 2]"):
+        manifest.write_bytes(damaged)
+        assert _made_with(manifest) == {}, damaged
+    manifest.write_text('{"format": 4}', encoding="utf-8")
+    assert _made_with(manifest) == {"format": 4}
