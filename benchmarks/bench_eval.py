@@ -33,6 +33,7 @@ import sys
 import time
 from contextlib import nullcontext
 
+import side_by_side
 import torch
 
 from umt_cli.evaluation.rerank import VIDEO_SIDE, match_scorer, pair_count, rerank_scores, topk_pairs
@@ -301,6 +302,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if min(args.rounds, args.ref_pairs, args.k, args.batch_size, args.videos, args.captions) < 1:
         parser.error("--rounds, --ref-pairs, --k, --batch-size, --videos and --captions must be >= 1")
+    side_by_side.require_device(parser, args)
     preset = PRESETS[args.preset]
     args.frames = args.frames or preset["frames"]
     args.size = args.size or preset["size"]

@@ -38,6 +38,7 @@ def main(
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    require_device(parser, args)
     batch = args.batch or default_batch[args.device]
     if args.child:
         print(json.dumps(child(args.child, args.device, args.steps, batch, args.weights)))
@@ -57,14 +58,19 @@ def main(
 
 
 def device_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict[str, dict]) -> None:
-    """Fill the options left unset with the defaults of `--device`, and refuse `--device cuda` without a GPU (in the
-    parent; a child is only started once that was checked)."""
-    import torch
-
+    """Fill the options left unset with the defaults of `--device`, and refuse `--device cuda` without a GPU."""
     for key, value in defaults[args.device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.device == "cuda" and not args.child and not torch.cuda.is_available():
+    require_device(parser, args)
+
+
+def require_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse `--device cuda` without a GPU in one line, before any work (a child is only started once the parent
+    checked)."""
+    import torch
+
+    if args.device == "cuda" and not getattr(args, "child", None) and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
 
 
