@@ -9,14 +9,17 @@ equal segments), 224 x 224 bicubic without antialiasing, ImageNet statistics, pr
      umt: `score_pairs(prompts=...)`: videos decoded in a DataLoader worker (`--workers`) while the model computes,
      `--batch-size` videos encoded at once, their prompts tokenised and encoded together, all pairs of a block
      fused in one call, `scaled_dot_product_attention` everywhere.
-     reference: one pair at a time: decord `VideoReader(path, num_threads=1).get_batch(indices)`, torchvision
-     `Resize((224, 224), BICUBIC)` on the uint8 (T, C, H, W) frames, `/255`, `Normalize`; the vision encoder with
-     the official attention (explicit `softmax(q @ k^T * scale) @ v`, the N x N matrix materialised) on the one
-     video; the prompt tokenised on its own (`padding="max_length", truncation=True, max_length=32`) and run through
-     a Hugging Face-style BERT (explicit scores + extended masks) in text mode; the fusion layers with the 12 x 196
-     video tokens as cross-attention memory (all-ones mask); `itm_head(fused[:, 0])[:, 1]`.
+     reference: as FETV's `tasks/t2v_eval_utils.py`: its test loader (decord `VideoReader(path,
+     num_threads=1).get_batch(indices)`, torchvision `Resize((224, 224), BICUBIC)` on the uint8 (T, C, H, W) frames,
+     `/255`, `Normalize`; in as many workers as umt's) gives the vision encoder, with the official attention
+     (explicit `softmax(q @ k^T * scale) @ v`, the N x N matrix materialised), batches of 16 videos (FETV's config;
+     `--ref-batch`); the prompts are tokenised 256 at a time (`padding="max_length", truncation=True,
+     max_length=32`) and run through a Hugging Face-style BERT (explicit scores + extended masks) in text mode; then
+     one pair at a time (FETV's `topk_idx = torch.tensor([i])`), the fusion layers with that video's 12 x 196 tokens
+     as cross-attention memory (all-ones mask) and `itm_head(fused[:, 0])[:, 1]`.
   2. UMT-FVD features, clips/s: `vision_proj(pool_norm(per-frame token mean)).mean(over frames)` per video.
-     umt: `score_pairs(features=True)`; reference: decode, encode and project one video at a time.
+     umt: `score_pairs(features=True)`; reference: `video_feature_extract_utils.py`'s, the same loader with batches
+     of 32 (FETV's config).
   3. Both metrics of the generated videos, the FETV workflow: its two scripts encode every video twice (the
      reference's time is the sum of 1 and 2); `umt score align` computes both in one pass and caches the features
      `umt score fvd` then reads (umt: `score_pairs(prompts=..., features=True)`).
@@ -29,7 +32,8 @@ Each implementation runs in its own child process (so each one's peak memory can
 reference of each (goal >= 2x). On the CPU both compute in fp32; with `--device cuda`, umt uses the protocol's fp16
 autocast and the reference `autocast(fp16)` around everything, as FETV's `torch.cuda.amp.autocast(enabled=fp16)`.
 On a GPU, decoding (~30 ms a video here on one CPU core) may bound both sides: `--workers` sets how many processes
-decode for umt while the model computes; the reference decodes in its own loop, one video after the other.
+decode for each while the model computes (FETV's configs use 6). `--ref-batch 1` gives the reference one video at a
+time, the loop a first reading of FETV's scripts suggests (its loader batches 16 or 32).
 
 Presets (random weights; speed does not depend on their values):
   b16 (default): UMT-B/16 (768 x 12, 12 heads, patch 16, 224 px) and a BERT-base-sized fusion encoder (V = 30522,
@@ -166,7 +170,8 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict:
             if p.ndim <= 1:
                 p.add_(torch.randn(p.shape, generator=g) * 0.02)
     torch.save(model.state_dict(), folder / "weights.pt")
-    settings = {key: getattr(args, key) for key in ("preset", "device", "batch_size", "workers", "threads")}
+    keys = ("preset", "device", "batch_size", "workers", "threads", "ref_batch")
+    settings = {key: getattr(args, key) for key in keys}
     settings |= {"prompts": prompts, "truncated": sum(c > MAX_LEN - 1 for c in counts)}
     (folder / "settings.json").write_text(json.dumps(settings))
     return settings
@@ -266,9 +271,10 @@ def middle_indices(vlen: int, num_frames: int) -> list[int]:
 
 def read_decord(path: Path) -> torch.Tensor:
     """The official `read_frames_decord` (torch bridge): uint8 (T, C, H, W)."""
-    from decord import VideoReader
+    import decord
 
-    reader = VideoReader(str(path), num_threads=1)
+    decord.bridge.set_bridge("torch")  # as upstream's video_utils, here in the worker that reads
+    reader = decord.VideoReader(str(path), num_threads=1)
     frames = reader.get_batch(middle_indices(len(reader), FRAMES))  # (T, H, W, C) uint8
     return frames.permute(0, 3, 1, 2)
 
@@ -282,8 +288,30 @@ def read_pyav(path: Path) -> torch.Tensor:
     return torch.stack([frames[i] for i in middle_indices(len(frames), FRAMES)]).permute(0, 3, 1, 2)
 
 
+def to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 -> [0, 1] float (the FETV transform's `Lambda`; a named function so a loader worker can pickle it)."""
+    return frames.float().div(255.0)
+
+
+class RefClips(torch.utils.data.Dataset):
+    """FETV's test dataset: each video read and transformed in `__getitem__`, so in the test loader's workers."""
+
+    def __init__(self, videos: list[Path], read: Callable[[Path], torch.Tensor], transform: Callable) -> None:
+        self.videos, self.read, self.transform = videos, read, transform
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(self.read(self.videos[index]))  # (T, C, S, S)
+
+
 def reference_setup(settings: dict, folder: Path, device: str):
-    """(UMTScore of each pair, FVD feature of each video), one video and one pair at a time, as the FETV scripts."""
+    """(UMTScore of each pair, FVD feature of each video), computed as FETV's `tasks/t2v_eval_utils.py` and
+    `tasks/video_feature_extract_utils.py` do: the test loader (`settings["workers"]` workers, as umt's; FETV's
+    configs use 6) gives the vision encoder batches of `align_batch` videos for UMTScore and `feature_batch` for the
+    features (FETV's configs: 16 and 32); prompts are encoded 256 at a time (`extract_text_feats`); the fusion layers
+    then score one pair at a time (`topk_idx = torch.tensor([i])`)."""
     from torchvision import transforms
     from torchvision.transforms import InterpolationMode
 
@@ -296,51 +324,48 @@ def reference_setup(settings: dict, folder: Path, device: str):
     torch.backends.cudnn.benchmark = True  # as tasks/t2v_eval.py sets it (the patch embedding's Conv3d)
     # The official `[CLS] X` tokenizer: called as the script calls it, it pads and truncates to `[CLS]` + 31 tokens.
     tokenizer = build_tokenizer(folder / "tokenizer")
-    if importlib.util.find_spec("decord"):
-        import decord
-
-        decord.bridge.set_bridge("torch")  # as upstream's video_utils
-        read = read_decord
-    else:
-        read = read_pyav
+    read = read_decord if importlib.util.find_spec("decord") else read_pyav
     # The FETV test transform; antialias=False is what torchvision 0.13 (FETV's) did on tensors.
     size = preset["size"]
     transform = transforms.Compose([
         transforms.Resize((size, size), interpolation=InterpolationMode.BICUBIC, antialias=False),
-        transforms.Lambda(lambda x: x.float().div(255.0)),
+        transforms.Lambda(to_unit),
         transforms.Normalize(MEAN, STD),
     ])  # fmt: skip
     autocast = partial(torch.autocast, "cuda", dtype=torch.float16) if device == "cuda" else nullcontext
+    align_batch, feature_batch = settings["ref_batch"] or 16, settings["ref_batch"] or 32
 
-    def clip(path: Path) -> torch.Tensor:
-        video = transform(read(path))[None]  # (1, T, C, S, S), a batch of one as the DataLoader gives it
-        return video.permute(0, 2, 1, 3, 4).to(device)  # (1, C, T, S, S): `encode_vision`'s permute
+    def batches(videos: list[Path], batch: int) -> Iterator[torch.Tensor]:
+        """FETV's `create_loader` for testing: in order, pinned memory; (B, C, T, S, S) as `encode_vision` permutes."""
+        loader = torch.utils.data.DataLoader(RefClips(videos, read, transform), batch_size=batch,
+                                             num_workers=settings["workers"], pin_memory=device == "cuda")  # fmt: skip
+        for clips in loader:  # (B, T, C, S, S)
+            yield clips.to(device, non_blocking=True).permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()
     def umtscore(videos: list[Path], prompts: list[str]) -> list[float]:
-        scores = []
-        for path, prompt in zip(videos, prompts):
-            video = clip(path)
-            with autocast():
-                tokens, _ = model.vision_encoder(video)  # (1, N, D)
-                text = tokenizer(prompt, padding="max_length", truncation=True, max_length=MAX_LEN,
+        with autocast():  # `evaluation_wrapper` autocasts the whole evaluation
+            hidden, masks = [], []
+            for i in range(0, len(prompts), 256):  # extract_text_feats
+                text = tokenizer(prompts[i : i + 256], padding="max_length", truncation=True, max_length=MAX_LEN,
                                  return_tensors="pt").to(device)  # fmt: skip
-                hidden = model.text_encoder.text(text.input_ids, text.attention_mask)  # (1, L, Dtxt)
-                fused = model.text_encoder.fusion(hidden, text.attention_mask, tokens)  # (1, L, Dtxt)
+                hidden.append(model.text_encoder.text(text.input_ids, text.attention_mask))  # (b, L, Dtxt)
+                masks.append(text.attention_mask)  # (b, L)
+            text_states, text_masks = torch.cat(hidden), torch.cat(masks)  # (n, L, Dtxt), (n, L)
+            tokens = torch.cat([model.vision_encoder(clips)[0] for clips in batches(videos, align_batch)])  # (n, N, D)
+            scores = []
+            for i in range(len(videos)):  # the fusion: pair i alone
+                fused = model.text_encoder.fusion(text_states[i : i + 1], text_masks[i : i + 1], tokens[i : i + 1])
                 scores.append(model.itm_head(fused[:, 0])[:, 1])  # (1,)
         return torch.cat(scores).float().tolist()
 
     @torch.no_grad()
     def features(videos: list[Path]) -> torch.Tensor:
-        rows = []
-        for path in videos:
-            video = clip(path)
-            with autocast():
-                _, pooled = model.vision_encoder(video)  # (1, T, D)
-                rows.append(model.vision_proj(pooled).mean(1))  # (1, E)
-        return torch.cat(rows).float().cpu()  # (n, E)
+        with autocast():
+            pooled = [model.vision_encoder(clips)[1] for clips in batches(videos, feature_batch)]  # (b, T, D) each
+            return model.vision_proj(torch.cat(pooled)).mean(1).float().cpu()  # (n, E)
 
-    return umtscore, features
+    return umtscore, features, align_batch
 
 
 # --- umt: `umt score`'s code path ------------------------------------------------------------------------------------
@@ -409,13 +434,14 @@ def child(variant: str, folder: Path) -> dict:
     prompts = settings["prompts"]
     both = None
     if variant == "reference":  # FETV cleans prompts when it builds its dataset (`pre_text`), before any timing
-        umtscore, features = reference_setup(settings, folder, device)
+        umtscore, features, warm = reference_setup(settings, folder, device)
         prompts = [clean_caption(p) for p in prompts]
     else:  # umt cleans them inside its timed call (`prompt_text`)
         umtscore, features, both = umt_setup(settings, folder, device)
-    # Warm-up (thread pools, allocator, kernels for the timed shapes): one video for the reference, which runs one
-    # at a time; a full block for umt, whose first block of that size is otherwise slower (new matmul shapes).
-    warm = 1 if variant == "reference" else min(settings["batch_size"], len(videos))
+        warm = settings["batch_size"]
+    # Warm-up (thread pools, allocator, kernels for the timed shapes): a full batch or block, whose first run at that
+    # size is otherwise slower (new matmul shapes).
+    warm = min(warm, len(videos))
     umtscore(videos[:warm], prompts[:warm])
     features(videos[:warm])
     itm_s, itm = timed(device, lambda: umtscore(videos, prompts))
@@ -469,6 +495,7 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
     tokens = FRAMES * (preset["size"] // v["patch_size"]) ** 2
     precision = "fp16 autocast" if args.device == "cuda" else "fp32"
     decoder = "decord" if importlib.util.find_spec("decord") else "PyAV"
+    ref_batches = f"{args.ref_batch}" if args.ref_batch else "16 (UMTScore) / 32 (features)"
     print(
         f"torch {torch.__version__}, {args.device} {precision}, threads {args.threads or torch.get_num_threads()}; "
         f"preset {args.preset}: vision {v['dim']} x {v['depth']} ({v['num_heads']} heads) at {preset['size']} px, "
@@ -478,7 +505,8 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
     print(
         f"{n} videos ({WIDTH}x{HEIGHT}, {VIDEO_FRAMES} frames, H.264), {n} prompts ({settings['truncated']} longer "
         f"than {MAX_LEN - 1} tokens); umt: {args.batch_size} videos a block, {args.workers} worker(s), "
-        f"{resolve_backend('auto')}; reference: {decoder}, one video / pair at a time; median of {args.rounds} round(s)"
+        f"{resolve_backend('auto')}; reference: {decoder}, vision batches of {ref_batches} videos, the "
+        f"same worker(s), the fusion one pair at a time; median of {args.rounds} round(s)"
     )
     seconds = {variant: {key: statistics.median(r[key] / n for r in rs) for key in ("itm_s", "fvd_s", "both_s")}
                for variant, rs in results.items()}  # fmt: skip
@@ -519,6 +547,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=None, help="videos (and pairs); default: 8 on CPU, 128 on GPU")
     parser.add_argument("--batch-size", type=int, default=None, help="umt's videos a block; default: 4 CPU, 16 GPU")
     parser.add_argument("--workers", type=int, default=1, help="umt's decode workers (0: decode in the main process)")
+    parser.add_argument("--ref-batch", type=int, default=None,
+                        help="the reference's videos a vision batch; default: FETV's 16 (UMTScore) and 32 (features); "
+                             "1: one video at a time")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; default: torch's choice")
     parser.add_argument("--tolerance", type=float, default=None,
@@ -528,8 +559,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     side_by_side.device_defaults(parser, args, DEFAULTS)
-    if min(args.videos, args.batch_size, args.rounds) < 1 or args.workers < 0:
-        parser.error("--videos, --batch-size and --rounds must be >= 1, --workers >= 0")
+    if min(args.videos, args.batch_size, args.rounds, args.ref_batch or 1) < 1 or args.workers < 0:
+        parser.error("--videos, --batch-size, --ref-batch and --rounds must be >= 1, --workers >= 0")
     return args
 
 

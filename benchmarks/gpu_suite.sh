@@ -43,7 +43,7 @@ run() {  # run NAME LIMIT_S ARGS...: one benchmark under `timeout`, its exit cod
     summary+=("$name: exit $code$([ "$code" = 124 ] && echo ' (time limit)')")
 }
 
-run bench_score 210 "${device[@]}"
+run bench_score 210 "${device[@]}" --workers 4  # decoding (~30 ms a video on one core) would bound a GPU
 run bench_finetune 90 "${device[@]}"
 run bench_eval 80 "${device[@]}" "${evaluate[@]}"
 run bench_distill 80 "${device[@]}"

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from umt_cli.data.text import tokenize
-from umt_cli.evaluation.features import ClipBlocks, ClipReader, Shard, blocks_loader
+from umt_cli.evaluation.features import ClipBlocks, ClipReader, Shard, blocks_loader, clip_batch, finishing_on
 from umt_cli.utils.dist import gather_objects, gather_rows
 from umt_cli.utils.progress import Progress
 
@@ -76,11 +76,12 @@ def score_pairs(
     parts: dict[str, list[Tensor]] = {"itm": [], "itc": [], "features": []}
     failed: dict[int, str] = {}
     blocks = shard.blocks(len(videos), batch_size)
+    reader = finishing_on(reader, device)  # on a GPU, the resize runs there
     for block, clips, reasons in blocks_loader(ClipBlocks(videos, blocks, reader), num_workers):
         failed.update({i: r for i, r in zip(block, reasons) if r is not None})
         good = [i for i, clip in zip(block, clips) if clip is not None]
         if good:
-            batch = torch.stack([clip for clip in clips if clip is not None]).to(device)  # (b, C, T, H, W)
+            batch = clip_batch(reader, [clip for clip in clips if clip is not None], device)  # (b, C, T, S, S)
             texts = [prompts[i] for i in good] if prompts is not None else None
             for name, value in _block_outputs(model, batch, texts, tokenizer, max_len, features, autocast).items():
                 parts[name].append(value.float().cpu())
