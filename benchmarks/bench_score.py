@@ -31,9 +31,12 @@ Each implementation runs in its own child process (so each one's peak memory can
 `--rounds`; the parent prints the medians of the per-video times as pairs/s and clips/s and the ratio umt /
 reference of each (goal >= 2x). On the CPU both compute in fp32; with `--device cuda`, umt uses the protocol's fp16
 autocast and the reference `autocast(fp16)` around everything, as FETV's `torch.cuda.amp.autocast(enabled=fp16)`.
-On a GPU, decoding (~30 ms a video here on one CPU core) may bound both sides: `--workers` sets how many processes
-decode for each while the model computes (FETV's configs use 6). `--ref-batch 1` gives the reference one video at a
-time, the loop a first reading of FETV's scripts suggests (its loader batches 16 or 32).
+On a GPU, the CPU work of a video (decoding ~15 ms, the bicubic resize of 12 frames ~50 ms on one core here) may
+bound both sides: `--workers` sets how many processes decode for each while the model computes (FETV's configs use
+6); umt's workers hand over uint8 frames and the resize runs on the GPU, the reference's resize runs in its workers.
+`--ref-batch 1` gives the reference one video at a time, the loop a first reading of FETV's scripts suggests (its
+loader batches 16 or 32). On the CPU that loop is the faster reference: FETV's batches make the materialised
+attention matrices gigabytes large (8 x 12 x 2,352^2 floats, 2.1 GB, for 8 videos), and memory-bound.
 
 Presets (random weights; speed does not depend on their values):
   b16 (default): UMT-B/16 (768 x 12, 12 heads, patch 16, 224 px) and a BERT-base-sized fusion encoder (V = 30522,
@@ -495,7 +498,8 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
     tokens = FRAMES * (preset["size"] // v["patch_size"]) ** 2
     precision = "fp16 autocast" if args.device == "cuda" else "fp32"
     decoder = "decord" if importlib.util.find_spec("decord") else "PyAV"
-    ref_batches = f"{args.ref_batch}" if args.ref_batch else "16 (UMTScore) / 32 (features)"
+    batches = (args.ref_batch, args.ref_batch) if args.ref_batch else (16, 32)  # as in `reference_setup`
+    ref_batches = "/".join(dict.fromkeys(str(min(b, n)) for b in batches))  # fewer videos, smaller batches
     print(
         f"torch {torch.__version__}, {args.device} {precision}, threads {args.threads or torch.get_num_threads()}; "
         f"preset {args.preset}: vision {v['dim']} x {v['depth']} ({v['num_heads']} heads) at {preset['size']} px, "
@@ -505,8 +509,9 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
     print(
         f"{n} videos ({WIDTH}x{HEIGHT}, {VIDEO_FRAMES} frames, H.264), {n} prompts ({settings['truncated']} longer "
         f"than {MAX_LEN - 1} tokens); umt: {args.batch_size} videos a block, {args.workers} worker(s), "
-        f"{resolve_backend('auto')}; reference: {decoder}, vision batches of {ref_batches} videos, the "
-        f"same worker(s), the fusion one pair at a time; median of {args.rounds} round(s)"
+        f"{resolve_backend('auto')}; reference: {decoder}, vision batches of {ref_batches} "
+        f"videos (UMTScore/features), the same worker(s), the fusion one pair at a time; median of {args.rounds} "
+        f"round(s)"
     )
     seconds = {variant: {key: statistics.median(r[key] / n for r in rs) for key in ("itm_s", "fvd_s", "both_s")}
                for variant, rs in results.items()}  # fmt: skip
