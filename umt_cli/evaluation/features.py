@@ -67,8 +67,9 @@ class ClipReader:
 
     With `defer_resize` it returns the sampled frames as decoded, uint8 (T, C, H, W), and `finish` does the rest
     where the model runs (`clip_batch`): on a GPU the bicubic resize in the decode workers, about 50 ms a 12-frame
-    clip on one core, would otherwise bound the throughput. The numbers are the same either way (the same
-    operations, in float32, rounded to uint8 after the resize).
+    clip on one core, would otherwise bound the throughput. On one device the numbers are the same either way (the
+    same operations: the resize in float32, rounded to uint8); a GPU's resize may differ from the CPU's in the last
+    float bits, enough to move a rare pixel that lies on a rounding boundary by one level.
     """
 
     preprocess: Preprocess
