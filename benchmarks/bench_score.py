@@ -77,6 +77,7 @@ from bench_pretrain import RefBertLayer
 from bench_pretrain import RefText as PretrainRefText
 
 FRAMES, MAX_LEN = 12, 32  # FETV: num_frames_test, max_txt_l
+FETV_BATCHES = (16, 32)  # FETV's test loader batch sizes: UMTScore (configs/), features (configs_fvd/)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # FETV's statistics for a "vit" vision encoder
 WIDTH, HEIGHT, VIDEO_FRAMES, FPS = 320, 240, 48, 24  # the generated videos
 
@@ -309,6 +310,11 @@ class RefClips(torch.utils.data.Dataset):
         return self.transform(self.read(self.videos[index]))  # (T, C, S, S)
 
 
+def reference_batches(ref_batch: int | None) -> tuple[int, int]:
+    """The reference's videos a vision batch for (UMTScore, features): `--ref-batch`, else FETV's."""
+    return (ref_batch, ref_batch) if ref_batch else FETV_BATCHES
+
+
 def reference_setup(settings: dict, folder: Path, device: str):
     """(UMTScore of each pair, FVD feature of each video), computed as FETV's `tasks/t2v_eval_utils.py` and
     `tasks/video_feature_extract_utils.py` do: the test loader (`settings["workers"]` workers, as umt's; FETV's
@@ -336,7 +342,7 @@ def reference_setup(settings: dict, folder: Path, device: str):
         transforms.Normalize(MEAN, STD),
     ])  # fmt: skip
     autocast = partial(torch.autocast, "cuda", dtype=torch.float16) if device == "cuda" else nullcontext
-    align_batch, feature_batch = settings["ref_batch"] or 16, settings["ref_batch"] or 32
+    align_batch, feature_batch = reference_batches(settings["ref_batch"])
 
     def batches(videos: list[Path], batch: int) -> Iterator[torch.Tensor]:
         """FETV's `create_loader` for testing: in order, pinned memory; (B, C, T, S, S) as `encode_vision` permutes."""
@@ -368,7 +374,7 @@ def reference_setup(settings: dict, folder: Path, device: str):
             pooled = [model.vision_encoder(clips)[1] for clips in batches(videos, feature_batch)]  # (b, T, D) each
             return model.vision_proj(torch.cat(pooled)).mean(1).float().cpu()  # (n, E)
 
-    return umtscore, features, align_batch
+    return umtscore, features
 
 
 # --- umt: `umt score`'s code path ------------------------------------------------------------------------------------
@@ -437,7 +443,8 @@ def child(variant: str, folder: Path) -> dict:
     prompts = settings["prompts"]
     both = None
     if variant == "reference":  # FETV cleans prompts when it builds its dataset (`pre_text`), before any timing
-        umtscore, features, warm = reference_setup(settings, folder, device)
+        umtscore, features = reference_setup(settings, folder, device)
+        warm = reference_batches(settings["ref_batch"])[0]
         prompts = [clean_caption(p) for p in prompts]
     else:  # umt cleans them inside its timed call (`prompt_text`)
         umtscore, features, both = umt_setup(settings, folder, device)
@@ -498,8 +505,8 @@ def report(results: dict[str, list[dict]], settings: dict, args: argparse.Namesp
     tokens = FRAMES * (preset["size"] // v["patch_size"]) ** 2
     precision = "fp16 autocast" if args.device == "cuda" else "fp32"
     decoder = "decord" if importlib.util.find_spec("decord") else "PyAV"
-    batches = (args.ref_batch, args.ref_batch) if args.ref_batch else (16, 32)  # as in `reference_setup`
-    ref_batches = "/".join(dict.fromkeys(str(min(b, n)) for b in batches))  # fewer videos, smaller batches
+    batches = (min(b, n) for b in reference_batches(args.ref_batch))  # fewer videos, smaller batches
+    ref_batches = "/".join(dict.fromkeys(str(b) for b in batches))
     print(
         f"torch {torch.__version__}, {args.device} {precision}, threads {args.threads or torch.get_num_threads()}; "
         f"preset {args.preset}: vision {v['dim']} x {v['depth']} ({v['num_heads']} heads) at {preset['size']} px, "
@@ -564,7 +571,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     side_by_side.device_defaults(parser, args, DEFAULTS)
-    if min(args.videos, args.batch_size, args.rounds, args.ref_batch or 1) < 1 or args.workers < 0:
+    ref_batch = 1 if args.ref_batch is None else args.ref_batch  # 0 is refused, not taken for "unset"
+    if min(args.videos, args.batch_size, args.rounds, ref_batch) < 1 or args.workers < 0:
         parser.error("--videos, --batch-size, --ref-batch and --rounds must be >= 1, --workers >= 0")
     return args
 

@@ -12,8 +12,8 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 logs=${1:-gpu-bench-logs}
-mkdir -p "$logs"
-logs=$(cd "$logs" && pwd)
+folder=$(mkdir -p "$logs" && cd "$logs" && pwd) || { echo "error: cannot write the logs to $logs" >&2; exit 2; }
+logs=$folder
 cd "$here/.." || exit 1
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 scale=${SUITE_SCALE:-1}
